@@ -1,0 +1,1 @@
+"""Data sources that produce Scenes: procedural synthetic scenes and the TACO reader."""

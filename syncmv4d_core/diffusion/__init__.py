@@ -1,0 +1,1 @@
+"""Rectified-flow noising, targets, timestep sampling and losses."""

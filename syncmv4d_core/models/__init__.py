@@ -1,0 +1,1 @@
+"""Networks: the multi-view joint diffusion transformer (MJD) and the points aligner (DPA)."""

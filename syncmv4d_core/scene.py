@@ -1,0 +1,217 @@
+"""The one on-disk scene format, shared by synthetic data, TACO-derived data and generated results.
+
+Layout of a scene directory::
+
+    scene.json                 text, fps, num_frames, cameras (K, world_T_cam, size, cluster),
+                               optional depth_ranges (V, 2) metres, free-form meta
+    videos/<camera>.mp4        RGB video per camera, lossless H.264 (libx264rgb, crf 0)
+    tracks.npz                 tracks_world (F, K, 3) float32 metres, labels (K,) uint8
+    depth.npz                  optional: depth (V, F, H, W) float32 metres (0 = background)
+    pseudo_videos/<camera>.mp4 optional: motion pseudo videos (generated results)
+
+Writes are atomic at the directory level: everything goes to a temporary sibling directory
+that replaces the target only when complete, so an interrupted save never leaves a half scene.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+
+from .cameras import Camera
+
+FORMAT = "syncmv4d-scene/1"
+
+# Per-point labels (also the constants of the HOITracks message).
+UNKNOWN, HAND, TOOL, TARGET = 0, 1, 2, 3
+LABEL_NAMES = {UNKNOWN: "unknown", HAND: "hand", TOOL: "tool", TARGET: "target"}
+
+
+def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
+    """Write (F, H, W, 3) uint8 RGB frames as lossless H.264 (reads back bit-exact)."""
+    iio.imwrite(path, frames, fps=fps, codec="libx264rgb", pixelformat="bgr24",
+                output_params=["-crf", "0", "-preset", "ultrafast"], macro_block_size=1)
+
+
+def write_preview_video(path: Path, frames: np.ndarray, fps: float) -> None:
+    """Write (F, H, W, 3) uint8 RGB frames as a widely playable (lossy, yuv420p) mp4."""
+    iio.imwrite(path, frames, fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=2)
+
+
+def read_video(path: Path) -> np.ndarray:
+    """(F, H, W, 3) uint8 RGB frames of a video file; a clear error naming the file if unreadable."""
+    try:
+        return np.asarray(iio.imread(path))
+    except Exception as exc:  # imageio raises several unrelated types for broken files
+        raise ValueError(f"cannot read video {path}: {exc}") from exc
+
+
+@dataclass
+class Scene:
+    """A multi-view hand-object-interaction clip with its 4D point tracks.
+
+    Attributes:
+        cameras: V cameras (all the same image size).
+        videos: (V, F, H, W, 3) uint8 RGB.
+        tracks_world: (F, K, 3) float32 world-frame point positions, metres.
+        labels: (K,) uint8 per-point label (UNKNOWN / HAND / TOOL / TARGET).
+        text: the task text, e.g. "lift the cup".
+        fps: frame rate.
+        depth: optional (V, F, H, W) float32 rendered depth in metres (0 = no surface).
+        pseudo_videos: optional (V, F, H, W, 3) uint8 motion pseudo videos.
+        depth_ranges: optional (V, 2) float32 per-view (zmin, zmax) in metres.
+        meta: free-form JSON-serialisable information (generator seed, action, split...).
+    """
+
+    cameras: list[Camera]
+    videos: np.ndarray
+    tracks_world: np.ndarray
+    labels: np.ndarray
+    text: str
+    fps: float = 8.0
+    depth: np.ndarray | None = None
+    pseudo_videos: np.ndarray | None = None
+    depth_ranges: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.videos = np.asarray(self.videos)
+        self.tracks_world = np.asarray(self.tracks_world, dtype=np.float32)
+        self.labels = np.asarray(self.labels, dtype=np.uint8)
+        self.validate()
+
+    @property
+    def num_views(self) -> int:
+        return len(self.cameras)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.tracks_world.shape[0])
+
+    @property
+    def num_points(self) -> int:
+        return int(self.tracks_world.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return int(self.videos.shape[2]), int(self.videos.shape[3])
+
+    def validate(self) -> None:
+        """Raise ValueError if shapes, dtypes or camera sizes disagree."""
+        V = len(self.cameras)
+        if V == 0:
+            raise ValueError("a scene needs at least one camera")
+        names = [c.name for c in self.cameras]
+        if len(set(names)) != V:
+            raise ValueError(f"camera names must be unique, got {names}")
+        if self.videos.dtype != np.uint8 or self.videos.ndim != 5 or self.videos.shape[0] != V or self.videos.shape[-1] != 3:
+            raise ValueError(f"videos must be (V={V}, F, H, W, 3) uint8, got {self.videos.shape} {self.videos.dtype}")
+        F, H, W = self.videos.shape[1:4]
+        if self.tracks_world.ndim != 3 or self.tracks_world.shape[0] != F or self.tracks_world.shape[2] != 3:
+            raise ValueError(f"tracks_world must be (F={F}, K, 3), got {self.tracks_world.shape}")
+        if self.labels.shape != (self.tracks_world.shape[1],):
+            raise ValueError(f"labels must be (K={self.tracks_world.shape[1]},), got {self.labels.shape}")
+        for cam in self.cameras:
+            if (cam.height, cam.width) != (H, W):
+                raise ValueError(f"camera {cam.name!r} is {cam.width}x{cam.height} but the videos are {W}x{H}")
+        if self.depth is not None and self.depth.shape != (V, F, H, W):
+            raise ValueError(f"depth must be (V, F, H, W) = {(V, F, H, W)}, got {self.depth.shape}")
+        if self.pseudo_videos is not None and self.pseudo_videos.shape != self.videos.shape:
+            raise ValueError(f"pseudo_videos must match videos {self.videos.shape}, got {self.pseudo_videos.shape}")
+        if self.depth_ranges is not None and np.asarray(self.depth_ranges).shape != (V, 2):
+            raise ValueError(f"depth_ranges must be (V={V}, 2), got {np.asarray(self.depth_ranges).shape}")
+
+    # ------------------------------------------------------------------ I/O
+    def save(self, directory: str | Path) -> Path:
+        """Write the scene to ``directory`` atomically (replacing an existing scene there)."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            info = {
+                "format": FORMAT,
+                "text": self.text,
+                "fps": float(self.fps),
+                "num_frames": self.num_frames,
+                "num_points": self.num_points,
+                "cameras": [c.to_dict() for c in self.cameras],
+                "labels_legend": {str(k): v for k, v in LABEL_NAMES.items()},
+                "meta": self.meta,
+            }
+            if self.depth_ranges is not None:
+                info["depth_ranges"] = np.asarray(self.depth_ranges, dtype=float).tolist()
+            (tmp / "scene.json").write_text(json.dumps(info, indent=1))
+            (tmp / "videos").mkdir()
+            for cam, video in zip(self.cameras, self.videos):
+                write_video(tmp / "videos" / f"{cam.name}.mp4", video, self.fps)
+            if self.pseudo_videos is not None:
+                (tmp / "pseudo_videos").mkdir()
+                for cam, video in zip(self.cameras, self.pseudo_videos):
+                    write_video(tmp / "pseudo_videos" / f"{cam.name}.mp4", video, self.fps)
+            np.savez_compressed(tmp / "tracks.npz", tracks_world=self.tracks_world, labels=self.labels)
+            if self.depth is not None:
+                np.savez_compressed(tmp / "depth.npz", depth=self.depth.astype(np.float32))
+            if directory.exists():
+                old = directory.with_name(f".{directory.name}.old")
+                directory.rename(old)
+                tmp.rename(directory)
+                shutil.rmtree(old)
+            else:
+                tmp.rename(directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, load_depth: bool = True) -> "Scene":
+        """Read a scene written by ``save``; errors name the missing or broken file."""
+        directory = Path(directory)
+        info_path = directory / "scene.json"
+        if not info_path.is_file():
+            raise FileNotFoundError(f"{info_path} not found: not a syncmv4d scene directory")
+        try:
+            info = json.loads(info_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{info_path}: invalid JSON ({exc})") from exc
+        if info.get("format") != FORMAT:
+            raise ValueError(f"{info_path}: unknown format {info.get('format')!r}, expected {FORMAT!r}")
+        cameras = [Camera.from_dict(c) for c in info["cameras"]]
+        videos = []
+        for cam in cameras:
+            path = directory / "videos" / f"{cam.name}.mp4"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} not found (video of camera {cam.name!r})")
+            videos.append(read_video(path))
+        if len({v.shape for v in videos}) != 1:
+            raise ValueError(f"{directory}: videos differ in shape: {[v.shape for v in videos]}")
+        pseudo = None
+        if (directory / "pseudo_videos").is_dir():
+            pseudo = np.stack([read_video(directory / "pseudo_videos" / f"{c.name}.mp4") for c in cameras])
+        tracks_path = directory / "tracks.npz"
+        if not tracks_path.is_file():
+            raise FileNotFoundError(f"{tracks_path} not found")
+        with np.load(tracks_path) as data:
+            tracks_world, labels = data["tracks_world"], data["labels"]
+        depth = None
+        if load_depth and (directory / "depth.npz").is_file():
+            with np.load(directory / "depth.npz") as data:
+                depth = data["depth"]
+        depth_ranges = np.asarray(info["depth_ranges"], dtype=np.float32) if "depth_ranges" in info else None
+        return cls(cameras=cameras, videos=np.stack(videos), tracks_world=tracks_world, labels=labels,
+                   text=info["text"], fps=info["fps"], depth=depth, pseudo_videos=pseudo,
+                   depth_ranges=depth_ranges, meta=info.get("meta", {}))
+
+    def select_views(self, indices: list[int]) -> "Scene":
+        """A scene with only the cameras at ``indices`` (tracks and text unchanged)."""
+        pick = lambda a: None if a is None else np.asarray(a)[indices]  # noqa: E731
+        return Scene([self.cameras[i] for i in indices], self.videos[indices], self.tracks_world, self.labels,
+                     self.text, self.fps, pick(self.depth), pick(self.pseudo_videos), pick(self.depth_ranges),
+                     dict(self.meta))
