@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+
+from syncmv4d_core.cameras import Camera
+from syncmv4d_core.evaluation import metrics
+from syncmv4d_core.evaluation.video_features import video_feature_metrics
+
+
+@pytest.fixture
+def cameras():
+    return [Camera.look_at(f"c{i}", (np.cos(a), np.sin(a), 0.6), (0, 0, 0.1), 50, 64, 64)
+            for i, a in enumerate((0.0, 1.0, 2.0))]
+
+
+@pytest.fixture
+def tracks():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(-0.1, 0.1, (1, 50, 3)) + (0, 0, 0.1)
+    t = np.arange(9)[:, None, None] / 8.0
+    return (base + t * np.array([0.1, 0.0, 0.05])).astype(np.float32)  # (9, 50, 3), constant velocity
+
+
+def test_track_accuracy_perfect_and_offset(tracks, cameras):
+    perfect = metrics.track_accuracy(tracks, tracks, cameras)
+    assert perfect["RPE"] == 0 and perfect["PI@0.25"] == 100 and perfect["median_error_mm"] == 0
+    shifted = metrics.track_accuracy(tracks + np.array([0.0, 0.0, 0.03]), tracks, cameras)
+    assert shifted["median_error_mm"] == pytest.approx(30.0, rel=1e-4)
+    # 3 cm at ~1 m from each camera: about 3% relative error, inside 0.25 and 0.05
+    assert 1.5 < shifted["RPE"] < 6 and shifted["PI@0.05"] == 100
+    far = metrics.track_accuracy(tracks + np.array([0.0, 0.0, 0.5]), tracks, cameras)
+    assert far["PI@0.25"] < 50 and far["RPE"] > shifted["RPE"]
+
+
+def test_track_accuracy_mask_and_shape_errors(tracks, cameras):
+    pred = tracks.copy()
+    pred[:, :10] += 1.0
+    valid = np.ones(tracks.shape[:2], bool)
+    valid[:, :10] = False
+    assert metrics.track_accuracy(pred, tracks, cameras, valid)["RPE"] == 0
+    with pytest.raises(ValueError, match="tracks must both be"):
+        metrics.track_accuracy(pred[:, :5], tracks, cameras)
+
+
+def test_chamfer(tracks):
+    assert metrics.chamfer_distance(tracks, tracks[:, ::-1]) == 0
+    d = metrics.chamfer_distance(tracks + np.array([0.01, 0, 0]), tracks)
+    assert 0 < d <= 2 * 0.01 ** 2 + 1e-12
+
+
+def test_smoothness(tracks):
+    assert metrics.motion_smoothness(tracks) == pytest.approx(0, abs=1e-6)
+    jitter = tracks.copy()
+    jitter[4] += 0.01
+    assert metrics.motion_smoothness(jitter) > 1e-3
+    with pytest.raises(ValueError):
+        metrics.motion_smoothness(tracks[:2])
+
+
+def test_multiview_consistency(tracks, cameras):
+    per_view = np.stack([tracks] * 3)
+    valid = np.ones(per_view.shape[:3], bool)
+    same = metrics.multiview_consistency(per_view, valid, cameras)
+    assert same["RPE-MV"] == 0 and same["PI-MV"] == 100 and same["pairs"] > 0
+    per_view[1] += np.array([0.0, 0.3, 0.0])
+    worse = metrics.multiview_consistency(per_view, valid, cameras)
+    assert worse["RPE-MV"] > 10
+    valid[:] = False
+    assert np.isnan(metrics.multiview_consistency(per_view, valid, cameras)["RPE-MV"])
+
+
+def test_matching_pixels_prefers_consistent_views():
+    rng = np.random.default_rng(0)
+    texture = (rng.uniform(0, 255, (24, 24, 3))).astype(np.uint8)
+    import cv2
+
+    img = cv2.resize(texture, (128, 128), interpolation=cv2.INTER_CUBIC)
+    shifted = np.roll(img, 5, axis=1)
+    consistent = np.stack([np.stack([img] * 2), np.stack([shifted] * 2)])  # (V=2, F=2, H, W, 3)
+    noise = rng.uniform(0, 255, consistent.shape).astype(np.uint8)
+    assert metrics.matching_pixels(consistent) > 5 * max(metrics.matching_pixels(noise), 1)
+
+
+def test_video_feature_metrics_with_local_tiny_weights(tmp_path):
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, ViTConfig, ViTModel
+
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                       image_size=32, patch_size=8)).save_pretrained(tmp_path / "dino")
+    CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                   intermediate_size=64, image_size=32, patch_size=8,
+                                                   projection_dim=16)).save_pretrained(tmp_path / "clip")
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    static = np.broadcast_to(frame, (2, 5, 32, 32, 3)).copy()
+    values, unavailable = video_feature_metrics(static, tmp_path / "dino", tmp_path / "clip")
+    assert values["SubjectConsistency"] == pytest.approx(1.0, abs=1e-5)
+    assert values["CLIP-V"] == pytest.approx(100.0, abs=1e-3)
+    assert values["DynamicDegree"] is None and "RAFT" in unavailable["DynamicDegree"]
+    random = rng.integers(0, 255, (2, 5, 32, 32, 3), dtype=np.uint8)
+    assert video_feature_metrics(random, tmp_path / "dino")[0]["SubjectConsistency"] < 1.0
+    values, unavailable = video_feature_metrics(static)
+    assert values["SubjectConsistency"] is None and "--dino" in unavailable["SubjectConsistency"]
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        video_feature_metrics(static, tmp_path / "missing")
