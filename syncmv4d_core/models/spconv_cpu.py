@@ -1,0 +1,85 @@
+"""spconv on machines without CUDA: the two workarounds DPA needs, in one place.
+
+The spconv 2.3.8 CPU wheel runs sparse convolutions forward, but
+
+1. its backward pass asks ``torch.cuda.current_stream()`` for a stream handle (through
+   ``spconv.pytorch.ops.get_current_stream``), which fails when torch has no CUDA. The CPU
+   kernels ignore the handle, so :func:`enable_cpu_backward` replaces the getter with one that
+   returns the null stream ``0``. It only does so when CUDA is absent, so GPU runs are untouched.
+2. in eval mode a convolution *with* bias passes the bias into the fused kernel, which asserts
+   ``"cpu don't support act and bias"`` on CPU. :class:`SubMConv3d` therefore builds the spconv
+   convolution without bias and adds its own bias parameter afterwards. This costs one add on a
+   GPU too; it is kept on every device so that checkpoints have the same keys everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import spconv.pytorch as spconv
+import spconv.pytorch.ops as spconv_ops
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+def _null_stream() -> int:
+    """The CUDA stream handle the CPU kernels receive (they ignore it)."""
+    return 0
+
+
+def enable_cpu_backward() -> bool:
+    """Let spconv run backward passes when torch has no CUDA.
+
+    Returns:
+        True when the stream getter was replaced (no CUDA), False when CUDA is available and
+        nothing was changed. Calling it again is harmless.
+    """
+    if torch.cuda.is_available():
+        return False
+    if spconv_ops.get_current_stream is not _null_stream:
+        logger.debug("spconv: no CUDA, using the null stream for backward passes")
+        spconv_ops.get_current_stream = _null_stream
+    return True
+
+
+class SubMConv3d(nn.Module):
+    """Submanifold 3D convolution whose bias lives outside the spconv kernel.
+
+    Args:
+        in_channels: input feature width.
+        out_channels: output feature width.
+        kernel_size: cube edge in voxels (odd).
+        indice_key: spconv rulebook cache key; convolutions on the same voxel set share it.
+        bias: add a learned per-channel bias.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        indice_key: str | None = None,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        enable_cpu_backward()
+        self.conv = spconv.SubMConv3d(
+            in_channels, out_channels, kernel_size, bias=False, indice_key=indice_key
+        )
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+
+    def forward(self, x: spconv.SparseConvTensor) -> spconv.SparseConvTensor:
+        """Convolve a sparse tensor.
+
+        Args:
+            x: sparse tensor with features (N, in_channels) on N active voxels.
+
+        Returns:
+            Sparse tensor on the same voxels with features (N, out_channels).
+        """
+        out = self.conv(x)
+        if self.bias is not None:
+            out = out.replace_feature(out.features + self.bias)
+        return out
