@@ -22,9 +22,9 @@ import scipy.sparse
 import torch
 
 from syncmv4d_core.cameras import CLUSTERS, Camera
-from syncmv4d_core.data.mano import ManoModel
+from syncmv4d_core.data.mano import ManoModel, rodrigues
 from syncmv4d_core.data.taco import (TacoConfig, TacoSequence, assign_clusters, clip_source_frames, convert_taco,
-                                     crop_box, load_mano, parse_triplet, read_calibration, sample_views,
+                                     crop_box, load_mano, parse_triplet, read_calibration, read_hand, sample_views,
                                      sequence_scenes, split_sequences, task_text, voxel_subsample)
 from syncmv4d_core.scene import HAND, TARGET, TOOL, Scene, write_video
 
@@ -189,8 +189,7 @@ def test_mano_pose_blend_shapes_and_hand_mean():
     pose[0, 3:] = np.random.default_rng(0).normal(0, 0.3, 45)
     verts, _ = model(pose, np.zeros(10))
     plain, _ = no_blend(pose, np.zeros(10))
-    from syncmv4d_core.data.mano import _rodrigues
-    feature = (_rodrigues(pose.reshape(16, 3))[1:] - np.eye(3)).reshape(-1)
+    feature = (rodrigues(pose.reshape(16, 3))[1:] - np.eye(3)).reshape(-1)
     # the root's vertices are rigidly attached to the (unrotated) root: the blend shape shows as is
     np.testing.assert_allclose(verts[0, :2] - plain[0, :2], data["posedirs"][:2] @ feature, atol=1e-12)
     mean_model = ManoModel.from_dict(data, flat_hand_mean=False)
@@ -211,7 +210,8 @@ def test_mano_load_reads_chumpy_pickles_without_chumpy(tmp_path):
     module.Ch = Ch
     sys.modules["chumpy"], sys.modules["chumpy.ch"] = types.ModuleType("chumpy"), module
     try:
-        blob = pickle.dumps({**data, "shapedirs": Ch(data["shapedirs"])}, protocol=2)
+        blob = pickle.dumps({**data, "shapedirs": Ch(data["shapedirs"]),
+                             "J_regressor": scipy.sparse.csr_matrix(data["J_regressor"])}, protocol=2)
     finally:
         del sys.modules["chumpy"], sys.modules["chumpy.ch"]
     (tmp_path / "MANO_RIGHT.pkl").write_bytes(blob)
@@ -363,7 +363,6 @@ def test_converted_scene_tracks_labels_and_frames(converted, taco):
     # hand tracks are vertices of the posed hands, the same vertex ids in every frame
     mano = load_mano(taco[1])
     folder = taco[0] / "Hand_Poses" / SEQ_A[0] / SEQ_A[1]
-    from syncmv4d_core.data.taco import read_hand
     hands = []
     for side in ("left", "right"):
         pose, trans, betas = read_hand(folder, side)

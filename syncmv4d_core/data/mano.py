@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +45,32 @@ class _ChumpyStandIn:
         self.state = state
 
 
+class _SparseStandIn:
+    """Takes the place of a pickled scipy CSC/CSR matrix, whose module path and attribute names
+    differ between the scipy that wrote MANO's pickles and today's."""
+
+    kind = scipy.sparse.csc_matrix
+
+    def __setstate__(self, state: dict) -> None:
+        self.state = state
+
+    def toarray(self) -> np.ndarray:
+        shape = self.state.get("_shape", self.state.get("shape"))
+        return self.kind((self.state["data"], self.state["indices"], self.state["indptr"]), shape=shape).toarray()
+
+
+class _CsrStandIn(_SparseStandIn):
+    kind = scipy.sparse.csr_matrix
+
+
 class _ManoUnpickler(pickle.Unpickler):
-    """Unpickler that maps every ``chumpy`` class to ``_ChumpyStandIn`` (chumpy is not needed)."""
+    """Unpickler that maps ``chumpy`` classes and scipy sparse matrices to stand-ins (no chumpy needed)."""
 
     def find_class(self, module: str, name: str):
         if module.split(".")[0] == "chumpy":
             return _ChumpyStandIn
+        if module.startswith("scipy.sparse") and name in ("csc_matrix", "csr_matrix"):
+            return _SparseStandIn if name == "csc_matrix" else _CsrStandIn
         return super().find_class(module, name)
 
 
@@ -60,12 +81,12 @@ def _dense(value, key: str, path: Path) -> np.ndarray:
             raise ValueError(f"{path}: {key!r} is a derived chumpy expression, not a stored array; "
                              "re-export the model with plain arrays")
         value = value.state["x"]
-    if hasattr(value, "toarray"):  # scipy.sparse (MANO's J_regressor)
+    if hasattr(value, "toarray"):  # scipy sparse or its stand-in (MANO's J_regressor)
         value = value.toarray()
     return np.asarray(value, dtype=np.float64)
 
 
-def _rodrigues(axis_angle: np.ndarray) -> np.ndarray:
+def rodrigues(axis_angle: np.ndarray) -> np.ndarray:
     """Axis-angle (..., 3) radians -> rotation matrices (..., 3, 3)."""
     angle = np.linalg.norm(axis_angle, axis=-1, keepdims=True)  # (..., 1)
     axis = axis_angle / np.maximum(angle, 1e-12)
@@ -132,9 +153,9 @@ class ManoModel:
         if missing:
             raise ValueError(f"{name}: missing MANO keys {missing}")
         arrays = {k: _dense(data[k], k, Path(name)) for k in REQUIRED_KEYS}
-        parents = arrays["kintree_table"][0].astype(np.int64)
-        parents[0] = -1  # MANO stores the root's parent as 2^32 - 1
         J = arrays["J_regressor"].shape[0]
+        parents = arrays["kintree_table"][0].astype(np.int64)
+        parents[(parents < 0) | (parents >= J)] = -1  # MANO stores the root's parent as 2^32 - 1
         if "hands_mean" in data:
             hands_mean = _dense(data["hands_mean"], "hands_mean", Path(name))
         elif flat_hand_mean:
@@ -200,7 +221,7 @@ class ManoModel:
         joints_rest = np.einsum("jv,nvc->njc", self.J_regressor, v_shaped)  # (N, J, 3)
 
         # 2. Pose blend shapes from (R_j - I) of the non-root joints
-        rot = _rodrigues(pose.reshape(N, J, 3))  # (N, J, 3, 3)
+        rot = rodrigues(pose.reshape(N, J, 3))  # (N, J, 3, 3)
         pose_feature = (rot[:, 1:] - np.eye(3)).reshape(N, -1)  # (N, 9 (J-1))
         v_posed = v_shaped + np.einsum("vcp,np->nvc", self.posedirs, pose_feature)  # (N, V, 3)
 
