@@ -54,9 +54,11 @@ from .cameras import Camera
 
 logger = logging.getLogger(__name__)
 
-# Splat half-size in pixels: 5x5 squares. Their 3x3 centre keeps its colour under a Gaussian blur
-# of sigma <= 0.5 px, which 3x3 splats do not (bench/bench_representation.py, radius 1 vs 2).
-DEFAULT_RADIUS = 2
+# Image side (pixels) per pixel of default splat radius: 480x704 -> 5x5 splats, 256x384 and smaller
+# -> 3x3. At 480x704 a 5x5 splat's 3x3 centre keeps its colour under a Gaussian blur of sigma
+# 0.5 px, which 3x3 splats do not; at low resolution big splats hide each other and bias the
+# decoded position of partly covered ones (bench/bench_representation.py, radius 1 vs 2).
+PIXELS_PER_RADIUS = 240
 # Depth-range padding as a fraction of the observed span (keeps B >= 0.083 for drawn points and
 # leaves headroom when a predicted range is slightly off).
 DEFAULT_MARGIN = 0.1
@@ -74,6 +76,11 @@ _NEIGHBOURHOOD = np.ones((3, 3), np.uint8)
 
 
 # ---------------------------------------------------------------------------------- validation
+def default_radius(height: int, width: int) -> int:
+    """Splat half-size in pixels for an image size: ``max(1, round(min(H, W) / 240))``."""
+    return max(1, round(min(height, width) / PIXELS_PER_RADIUS))
+
+
 def _check_tracks(tracks_world: np.ndarray) -> np.ndarray:
     tracks = np.asarray(tracks_world, dtype=np.float64)
     if tracks.ndim != 3 or tracks.shape[-1] != 3:
@@ -91,7 +98,9 @@ def _check_depth_range(depth_range: np.ndarray, camera: Camera) -> tuple[float, 
     return float(rng[0]), float(rng[1])
 
 
-def _check_radius(radius: int) -> int:
+def _check_radius(radius: int | None, camera: Camera) -> int:
+    if radius is None:
+        return default_radius(camera.height, camera.width)
     if int(radius) != radius or radius < 0:
         raise ValueError(f"radius must be a non-negative integer number of pixels, got {radius}")
     return int(radius)
@@ -225,11 +234,11 @@ def _splat(uv: np.ndarray, depth: np.ndarray, colours: np.ndarray, drawn: np.nda
 
 
 def _render(tracks_world: np.ndarray, camera: Camera, depth_range: np.ndarray, anchors_uv: np.ndarray | None,
-            radius: int, blue: str) -> np.ndarray:
+            radius: int | None, blue: str) -> np.ndarray:
     """Shared body of the two encoders; ``blue`` is "depth" (ours) or "inverse_depth0" (DaS)."""
     tracks = _check_tracks(tracks_world)
     zmin, zmax = _check_depth_range(depth_range, camera)
-    radius = _check_radius(radius)
+    radius = _check_radius(radius, camera)
     uv, depth = camera.project(tracks)                                     # (F, K, 2), (F, K)
     if anchors_uv is None:
         anchors, visible = _anchors_from_frame0(uv[0], depth[0], camera)
@@ -252,7 +261,7 @@ def _render(tracks_world: np.ndarray, camera: Camera, depth_range: np.ndarray, a
 
 
 def encode_pseudo_video(tracks_world: np.ndarray, camera: Camera, depth_range: np.ndarray,
-                        anchors_uv: np.ndarray | None = None, radius: int = DEFAULT_RADIUS) -> np.ndarray:
+                        anchors_uv: np.ndarray | None = None, radius: int | None = None) -> np.ndarray:
     """Render tracks as this view's motion pseudo video (paper Fig. 3, "Our Point Tracks").
 
     Args:
@@ -260,7 +269,8 @@ def encode_pseudo_video(tracks_world: np.ndarray, camera: Camera, depth_range: n
         camera: the view.
         depth_range: (2,) (zmin, zmax) metres, e.g. a row of ``depth_range_from_tracks``.
         anchors_uv: optional (K, 2) anchor pixels (NaN = not visible); default: frame-0 projections.
-        radius: splat half-size in pixels (square of side ``2 radius + 1``).
+        radius: splat half-size in pixels (square of side ``2 radius + 1``); default
+            ``default_radius(H, W)``.
     Returns:
         (F, H, W, 3) float32 in [0, 1]; colour (R, G, B) = ((u0+.5)/W, (v0+.5)/H, normalised z_t), black background.
     """
@@ -268,7 +278,7 @@ def encode_pseudo_video(tracks_world: np.ndarray, camera: Camera, depth_range: n
 
 
 def encode_tracking_video(tracks_world: np.ndarray, camera: Camera, depth_range: np.ndarray,
-                          anchors_uv: np.ndarray | None = None, radius: int = DEFAULT_RADIUS) -> np.ndarray:
+                          anchors_uv: np.ndarray | None = None, radius: int | None = None) -> np.ndarray:
     """DaS-style tracking video (paper Fig. 3 top row, Tab. 4 ablation): frame-0 depth only.
 
     Same as ``encode_pseudo_video`` except B = normalised inverse frame-0 depth
@@ -282,7 +292,7 @@ def encode_tracking_video(tracks_world: np.ndarray, camera: Camera, depth_range:
 
 
 def encode_views(tracks_world: np.ndarray, cameras: list[Camera], depth_ranges: np.ndarray,
-                 anchors_uv: np.ndarray | None = None, radius: int = DEFAULT_RADIUS) -> np.ndarray:
+                 anchors_uv: np.ndarray | None = None, radius: int | None = None) -> np.ndarray:
     """``encode_pseudo_video`` for every view.
 
     Args:
