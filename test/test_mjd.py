@@ -1,0 +1,299 @@
+"""MJD transformer, latent codecs, text encoders and MJD sampling."""
+
+import pytest
+import torch
+
+from syncmv4d_core.diffusion.flow import add_noise, mjd_loss, sample_timesteps, velocity_target
+from syncmv4d_core.diffusion.sampling import impose_reference, sample_mjd
+from syncmv4d_core.models.codec import PatchifyCodec, WanVAECodec, codec_to_frames, frames_to_codec
+from syncmv4d_core.models.mjd import MJDTransformer, preset, wan_reference_model
+from syncmv4d_core.models.text import TinyTextEncoder, load_umt5
+
+torch.set_flush_denormal(True)
+
+B, V, C, FL, H, W = 1, 3, 48, 3, 8, 8  # latent shape of 3 views x 9 frames x 32x32 px (patchify codec)
+TEXT_DIM = 32
+
+
+@pytest.fixture(scope="module")
+def wan_dir(tmp_path_factory):
+    """A tiny random Wan2.2 transformer saved in the Wan2.2-TI2V-5B-Diffusers layout."""
+    torch.manual_seed(0)
+    wan = wan_reference_model(preset("tiny")).eval()
+    root = tmp_path_factory.mktemp("wan")
+    wan.save_pretrained(str(root / "transformer"))
+    return root, wan
+
+
+def _inputs(seed=0, b=B, v=V):
+    g = torch.Generator().manual_seed(seed)
+    video = torch.randn(b, v, C, FL, H, W, generator=g)
+    motion = torch.randn(b, v, C, FL, H, W, generator=g)
+    text = torch.randn(b, 7, TEXT_DIM, generator=g)
+    return video, motion, text
+
+
+def _wan_per_view(wan, video, timestep, text):
+    return torch.stack([wan(video[:, i], timestep, text).sample for i in range(video.shape[1])], dim=1)
+
+
+def _ti2v_timesteps(t, frames, h, w):
+    """Wan2.2 TI2V per-token timesteps (B, F'*h'*w'): 0 on frame-0 tokens, t elsewhere (as the pipeline)."""
+    mask = torch.ones(1, frames, h, w)
+    mask[:, 0] = 0
+    return (mask[0][:, ::2, ::2] * t).flatten()[None]
+
+
+@torch.no_grad()
+def test_single_view_video_only_equals_wan(wan_dir):
+    root, wan = wan_dir
+    model = MJDTransformer.from_wan(root, motion=False).eval()
+    video, _, text = _inputs(v=1)
+    t = torch.tensor([731.0])
+    out = model(video, None, t, text)
+    assert out.motion_velocity is None and out.depth_range is None
+    ref = wan(video[:, 0], t, text).sample
+    assert (out.video_velocity[:, 0] - ref).abs().max() <= 1e-5
+    # TI2V: reference in frame 0 -> per-token timesteps (B, L), 0 on frame-0 tokens
+    out = model(video, None, t, text, ref_mask=torch.ones(1, 1, dtype=torch.bool))
+    ref_tok = wan(video[:, 0], _ti2v_timesteps(731.0, FL, H, W), text).sample
+    assert (out.video_velocity[:, 0] - ref_tok).abs().max() <= 1e-5
+    assert (ref_tok - ref).abs().max() > 1e-3  # the per-token path really differs
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("motion", [False, True])
+def test_three_views_equal_wan_view_by_view_at_init(wan_dir, motion):
+    root, wan = wan_dir
+    model = MJDTransformer.from_wan(root, motion=motion).eval()
+    video, mot, text = _inputs(1)
+    t = torch.tensor([412.0])
+    out = model(video, mot if motion else None, t, text)
+    assert (out.video_velocity - _wan_per_view(wan, video, t, text)).abs().max() <= 1e-5
+
+
+@torch.no_grad()
+def test_ref_mask_selects_per_view_frame0_timestep(wan_dir):
+    root, wan = wan_dir
+    model = MJDTransformer.from_wan(root).eval()
+    video, mot, text = _inputs(2)
+    t = torch.tensor([500.0])
+    out = model(video, mot, t, text, ref_mask=torch.tensor([[True, False, True]]))
+    per_token = _ti2v_timesteps(500.0, FL, H, W)
+    for i, has_ref in enumerate([True, False, True]):
+        ref = wan(video[:, i], per_token if has_ref else t, text).sample
+        assert (out.video_velocity[:, i] - ref).abs().max() <= 1e-5
+
+
+def _trained_like(model, seed=0):
+    """Perturb the zero-initialised gates/embeddings so the new paths are active."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if any(k in name for k in ("view_gate", "cross_modal_gate", "view_embedding")):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return model
+
+
+@torch.no_grad()
+def test_inter_view_attention_couples_views_only_when_enabled():
+    torch.manual_seed(0)
+    joint = _trained_like(MJDTransformer(preset("tiny")).eval())
+    single = MJDTransformer(preset("tiny", inter_view=False)).eval()
+    single.load_state_dict(joint.state_dict(), strict=False)
+    video, mot, text = _inputs(3)
+    t = torch.tensor([600.0])
+    video2 = video.clone()
+    video2[:, 2] += torch.randn_like(video2[:, 2])
+    for model, coupled in ((joint, True), (single, False)):
+        a, b = model(video, mot, t, text), model(video2, mot, t, text)
+        diff = (a.video_velocity[:, 0] - b.video_velocity[:, 0]).abs().max()
+        diff_s = (a.depth_range[:, 0] - b.depth_range[:, 0]).abs().max()
+        assert (diff > 1e-4) == coupled and (diff_s > 1e-6) == coupled
+
+
+@torch.no_grad()
+def test_motion_changes_video_only_through_gate_and_guidance_is_added():
+    torch.manual_seed(0)
+    model = MJDTransformer(preset("tiny")).eval()
+    video, mot, text = _inputs(4)
+    t = torch.tensor([300.0])
+    base = model(video, mot, t, text)
+    other = model(video, mot * 2.0, t, text)
+    assert torch.allclose(base.video_velocity, other.video_velocity, atol=1e-6)  # zero cross-modal gate
+    assert not torch.allclose(base.motion_velocity, other.motion_velocity, atol=1e-4)
+    _trained_like(model)
+    a, b = model(video, mot, t, text), model(video, mot * 2.0, t, text)
+    assert not torch.allclose(a.video_velocity, b.video_velocity, atol=1e-4)
+    guide = torch.randn_like(mot)
+    g1 = model(video, mot, t, text, motion_guidance=guide)
+    g2 = model(video, mot + guide, t, text)
+    assert torch.allclose(g1.motion_velocity, g2.motion_velocity, atol=1e-6)
+    assert g1.depth_range.shape == (B, V, 2)
+
+
+def test_bad_inputs_raise_value_error(tmp_path):
+    model = MJDTransformer(preset("tiny"))
+    video, mot, text = _inputs()
+    t = torch.tensor([10.0])
+    with pytest.raises(ValueError, match="motion_latents"):
+        model(video, None, t, text)
+    with pytest.raises(ValueError, match="timestep"):
+        model(video, mot, torch.tensor([1.0, 2.0]), text)
+    with pytest.raises(ValueError, match="ref_mask"):
+        model(video, mot, t, text, ref_mask=torch.ones(1, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="video_latents"):
+        model(video[..., :7], mot[..., :7], t, text)
+    with pytest.raises(ValueError, match="unknown MJD preset"):
+        preset("huge")
+    with pytest.raises(FileNotFoundError, match="transformer"):
+        MJDTransformer.from_wan(tmp_path)
+
+
+def test_5b_preset_on_meta_device_counts_wan_parameters():
+    cfg = preset("wan22-5b")
+    with torch.device("meta"):
+        model = MJDTransformer(cfg)
+        wan = wan_reference_model(cfg)
+    n_wan = sum(p.numel() for p in wan.parameters())
+    assert 4.9e9 < n_wan < 5.1e9
+    assert model.num_parameters() > n_wan
+    assert {k for k in wan.state_dict()} <= {k for k in model.state_dict()}
+
+
+def test_bf16_autocast_close_to_fp32_and_checkpointing_same_gradients():
+    torch.manual_seed(0)
+    model = _trained_like(MJDTransformer(preset("tiny")))
+    video, mot, text = _inputs(5)
+    t = torch.tensor([250.0])
+    with torch.no_grad():
+        ref = model(video, mot, t, text)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(video, mot, t, text)
+    rel = (low.video_velocity.float() - ref.video_velocity).norm() / ref.video_velocity.norm()
+    assert rel < 0.05
+    grads = []
+    for ckpt in (False, True):
+        model.config = model.config.replace(gradient_checkpointing=ckpt)
+        model.zero_grad()
+        out = model(video, mot, t, text)
+        (out.video_velocity.square().mean() + out.motion_velocity.square().mean() + out.depth_range.sum()).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_tiny_mjd_training_loss_falls_and_sampling_shapes():
+    torch.manual_seed(0)
+    codec = PatchifyCodec()
+    text_encoder = TinyTextEncoder(dim=TEXT_DIM, max_length=32)
+    text = text_encoder.encode(["pour water into the bowl"])
+    model = MJDTransformer(preset("tiny"))
+    g = torch.Generator().manual_seed(0)
+    # structured data: smooth colour ramps moving over 9 frames, 3 views, 32x32 px
+    ramp = torch.linspace(0, 1, 32)
+    frames = torch.stack([(ramp[None, :, None] + 0.1 * f) % 1 * ramp[None, None, :] for f in range(9)], 1)
+    videos = frames[None].expand(V, 3, 9, 32, 32) * 2 - 1  # (V, 3, F, H, W)
+    z_video = codec.encode(videos)[None]  # (1, V, 48, 3, 8, 8)
+    z_motion = codec.encode(videos.flip(-1))[None]
+    depth = torch.tensor([[[0.4, 1.2], [0.5, 1.1], [0.3, 1.0]]])
+    noise_v, noise_m = torch.randn(z_video.shape, generator=g), torch.randn(z_motion.shape, generator=g)
+    t = sample_timesteps(1, shift=3.0, generator=g)
+    ref_mask = torch.ones(1, V, dtype=torch.bool)
+    x_v = impose_reference(add_noise(z_video, noise_v, t), z_video[:, :, :, :1], ref_mask)
+    x_m = add_noise(z_motion, noise_m, t)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(60):
+        out = model(x_v, x_m, t * 1000, text, ref_mask)
+        terms = mjd_loss(out.video_velocity, velocity_target(z_video, noise_v), out.motion_velocity,
+                         velocity_target(z_motion, noise_m), out.depth_range, depth, ref_mask)
+        opt.zero_grad()
+        terms["loss"].backward()
+        opt.step()
+        losses.append(terms["loss"].item())
+    assert losses[-1] < 0.6 * losses[0]  # measured: 3.83 -> 1.76
+    model.eval()
+    latent_shape = tuple(z_video.shape[1:])  # (V, 48, 3, 16, 16)
+    sample = sample_mjd(model, text, latent_shape, z_video[:, :, :, :1], ref_mask,
+                        uncond_text=text_encoder.encode([""]), guidance_scale=3.0, num_steps=3,
+                        generator=torch.Generator().manual_seed(1))
+    assert sample.video_latents.shape == sample.motion_latents.shape == (1, *latent_shape)
+    assert sample.depth_range.shape == (1, V, 2)
+    assert torch.equal(sample.video_latents[:, :, :, 0], z_video[:, :, :, 0])
+    assert codec.decode(sample.video_latents[0]).shape == (V, 3, 9, 32, 32)
+
+
+def test_sampling_is_seeded_and_calls_callback_and_guidance():
+    torch.manual_seed(0)
+    model = _trained_like(MJDTransformer(preset("tiny"))).eval()
+    _, _, text = _inputs(6)
+    calls, guided = [], []
+
+    def guidance_fn(step, x0_motion, depth_range):
+        guided.append((step, x0_motion.shape, depth_range.shape))
+        return 0.1 * x0_motion
+
+    runs = [sample_mjd(model, text, (V, C, FL, H, W), num_steps=4, scheduler=s, flow_shift=3.0,
+                       generator=torch.Generator().manual_seed(7), callback=lambda i, n: calls.append((i, n)),
+                       guidance_fn=guidance_fn) for s in ("unipc", "unipc", "euler")]
+    assert torch.equal(runs[0].video_latents, runs[1].video_latents)
+    assert torch.equal(runs[0].motion_latents, runs[1].motion_latents)
+    assert not torch.allclose(runs[0].video_latents, runs[2].video_latents)
+    assert calls[:4] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert [s for s, _, _ in guided[:3]] == [0, 1, 2]  # no guidance after the last step
+    assert guided[0][1] == (1, V, C, FL, H, W) and guided[0][2] == (1, V, 2)
+    unguided = sample_mjd(model, text, (V, C, FL, H, W), num_steps=4, generator=torch.Generator().manual_seed(7))
+    assert not torch.allclose(unguided.motion_latents, runs[0].motion_latents)
+
+
+# ---------------------------------------------------------------- codecs
+def test_patchify_codec_is_exactly_invertible():
+    codec = PatchifyCodec()
+    x = torch.rand(2, 3, 9, 32, 48) * 2 - 1
+    z = codec.encode(x)
+    assert z.shape == (2, codec.channels, 3, 16, 24) and codec.channels == 48
+    assert torch.equal(codec.decode(z), x)
+    img = x[:, :, :1]
+    assert torch.equal(codec.decode(codec.encode(img)), img)  # a reference image: F = 1 -> F' = 1
+    assert torch.equal(z[:, :, 1:], codec.encode(x)[:, :, 1:])
+    frames = torch.rand(2, 9, 32, 48, 3)
+    assert torch.allclose(codec_to_frames(frames_to_codec(frames)), frames)
+    with pytest.raises(ValueError, match="frames=8"):
+        codec.encode(x[:, :, :8])
+    with pytest.raises(ValueError, match="divisible"):
+        codec.encode(x[..., :31])
+
+
+@torch.no_grad()
+def test_wan_vae_codec_shapes_and_normalisation():
+    codec = WanVAECodec.tiny()
+    codec.latents_mean.fill_(0.5)
+    codec.latents_std.fill_(2.0)
+    x = torch.rand(1, 3, 5, 32, 32) * 2 - 1
+    z = codec.encode(x)
+    assert z.shape == (1, 48, 2, 2, 2)
+    raw = codec.vae.encode(x).latent_dist.mode()
+    assert torch.allclose(z, (raw - 0.5) / 2.0, atol=1e-6)
+    y = codec.decode(z)
+    assert y.shape == x.shape
+    assert torch.allclose(y, codec.vae.decode(raw).sample, atol=1e-5)
+
+
+# ---------------------------------------------------------------- text
+def test_tiny_text_encoder_is_deterministic_distinct_and_saveable():
+    enc = TinyTextEncoder(dim=TEXT_DIM, max_length=24, seed=3)
+    texts = ["stir the bowl with the spoon", "pour the cup into the bowl", ""]
+    e = enc.encode(texts)
+    assert e.shape == (3, 24, TEXT_DIM)
+    assert (e[0] - e[1]).abs().max() > 1e-3
+    assert e[2, 1:].abs().max() == 0 and e[2, 0].abs().max() > 0  # empty text: EOS token then zeros
+    copy = TinyTextEncoder(**enc.config())
+    assert torch.equal(copy.encode(texts), e)
+    other = TinyTextEncoder(dim=TEXT_DIM, max_length=24, seed=4)
+    other.load_state_dict(enc.state_dict())
+    assert torch.equal(other.encode(texts), e)
+
+
+def test_load_umt5_missing_directory_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="text_encoder"):
+        load_umt5(tmp_path)
