@@ -1,9 +1,10 @@
 """TACO reader and MANO layer, on a small fixture in the TACO layout written by the tests.
 
-The fixture replaces MANO by a tiny model of the same structure (16 joints, 2 vertices per
-joint) and the 4096x3000 videos by 128x96 ones whose pixels encode their own coordinates
-(R = u, G = v) and the source frame index (B), so crops, resizes and frame selection can be
-checked from the converted pixels.
+The fixture takes its 12-camera rig from a procedural synthetic scene (``generate_scene``),
+replaces MANO by a tiny model of the same structure (16 joints, 2 vertices per joint) and the
+4096x3000 videos by 128x96 ones whose pixels encode their own coordinates (R = u, G = v) and
+the source frame index (B), so crops, resizes and 30 -> 8 fps frame selection can be checked
+from the converted pixels.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 import shutil
 import sys
 import types
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ import scipy.sparse
 import torch
 
 from syncmv4d_core.cameras import CLUSTERS, Camera
+from syncmv4d_core.data.synthetic import LOOK_AT, SynthConfig, generate_scene
 from syncmv4d_core.data.mano import ManoModel, rodrigues
 from syncmv4d_core.data.taco import (TacoConfig, TacoSequence, assign_clusters, clip_source_frames, convert_taco,
                                      crop_box, load_mano, parse_triplet, read_calibration, read_hand, sample_views,
@@ -29,7 +32,7 @@ from syncmv4d_core.data.taco import (TacoConfig, TacoSequence, assign_clusters, 
 from syncmv4d_core.scene import HAND, TARGET, TOOL, Scene, write_video
 
 W_SRC, H_SRC = 128, 96
-CENTRE = np.array([0.0, 0.0, 0.05])
+CENTRE = LOOK_AT  # where the synthetic rig looks, metres
 PARENTS = [-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14]  # MANO's 5 fingers x 3 joints
 SEQ_A = ("(stir, spoon, bowl)", "20231105_019", 35)  # 2 clips of 5 frames at 8 fps
 SEQ_B = ("(measure, ruler, box)", "20231106_001", 16)  # 1 clip, held out (action "measure")
@@ -77,13 +80,17 @@ def box_obj(size_cm: tuple[float, float, float], n: int = 4) -> str:
     return "# box\n" + "".join(f"v {x:.5f} {y:.5f} {z:.5f}\n" for x, y, z in pts) + "f 1 2 3\n"
 
 
+@lru_cache(maxsize=1)
+def synthetic_rig() -> tuple[Camera, ...]:
+    scene = generate_scene(0, SynthConfig(num_frames=5, height=H_SRC, width=W_SRC, num_points=64))
+    return tuple(Camera(str(22070900 + i), c.K, c.world_T_cam, c.width, c.height, c.cluster)
+                 for i, c in enumerate(scene.cameras))
+
+
 def rig() -> list[Camera]:
-    """12 cameras on a 200-degree arc around the workspace, 128x96."""
-    cams = []
-    for i, az in enumerate(np.deg2rad(np.linspace(-100, 100, 12))):
-        eye = CENTRE + [0.7 * np.cos(az), 0.7 * np.sin(az), 0.5]
-        cams.append(Camera.look_at(str(22070900 + i), eye, CENTRE, 40.0, W_SRC, H_SRC))
-    return cams
+    """The 12 cameras (128x96, with the generator's clusters) of a synthetic scene, renamed to
+    TACO-like serial numbers."""
+    return list(synthetic_rig())
 
 
 def tool_poses(n: int) -> np.ndarray:
@@ -289,17 +296,19 @@ def test_crop_box_has_output_aspect_and_holds_the_points():
 
 
 def test_clusters_run_left_to_right_around_the_workspace():
-    cams = rig()
+    cams = rig()  # the synthetic rig: left / center / right arcs of 4 at -60 / 0 / +60 degrees
     rng = np.random.default_rng(0)
-    for turn in (0.0, 170.0):  # 170 degrees: the arc straddles the azimuth wrap-around
+    for turn in (0.0, 100.0, 170.0):  # the arc also straddles the azimuth wrap-around
         c, s = np.cos(np.deg2rad(turn)), np.sin(np.deg2rad(turn))
         Rz = np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
         turned = [Camera(k.name, k.K, Rz @ k.world_T_cam, k.width, k.height) for k in cams]
         shuffled = [turned[i] for i in rng.permutation(len(turned))]
         out = assign_clusters(shuffled)
-        # the arc runs from azimuth -100 (viewer's left, seen from the cameras) to +100 degrees
-        assert [k.name for k in out] == [k.name for k in cams]
+        assert {k.name: k.cluster for k in out} == {k.name: k.cluster for k in cams}
         assert [k.cluster for k in out] == [cl for cl in CLUSTERS for _ in range(4)]
+        # ordered by azimuth, counter-clockwise seen from above
+        az = np.unwrap([np.arctan2(k.position[1], k.position[0]) for k in out])  # the rig's centre has x = y = 0
+        assert np.all(np.diff(az) > 0)
     with pytest.raises(ValueError, match="at least 3 cameras"):
         assign_clusters(cams[:2])
 
@@ -382,6 +391,7 @@ def test_converted_cameras_agree_with_cropped_pixels(converted, taco):
                                                   / "calibration.json", CONFIG)}
     assert [c.name for c in scene.cameras] == list(source)
     assert [c.cluster for c in scene.cameras] == [cl for cl in CLUSTERS for _ in range(4)]
+    assert {c.name: c.cluster for c in scene.cameras} == {c.name: c.cluster for c in rig()}
     checked = 0
     for v, cam in enumerate(scene.cameras):
         uv, depth = cam.project(scene.tracks_world[0])
