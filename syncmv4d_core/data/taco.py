@@ -341,6 +341,8 @@ def read_hand(folder: Path, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
         trans = np.stack([_as_array(f["hand_trans"]).reshape(3) for f in frames])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{pose_path}: every frame needs hand_pose (48,) and hand_trans (3,) ({exc!r})") from exc
+    if pose.shape[1] != 48:
+        raise ValueError(f"{pose_path}: hand_pose must hold 48 axis-angle values (use_pca=False), got {pose.shape[1]}")
     shape_path = folder / f"{side}_hand_shape.pkl"
     if shape_path.is_file():
         shape = _load_pickle(shape_path)
