@@ -160,7 +160,7 @@ class GenerateNode(Node):
         self._sync = ApproximateTimeSynchronizer(self.camera_names, self._param("sync_slop"),
                                                  self._param("sync_queue_size"))
         self._infos: dict[str, CameraInfo] = {}
-        self._input_errors: dict[str, str] = {}
+        self._input_errors: dict[tuple[str, str], str] = {}  # (camera, "image" | "camera_info") -> error
 
         # 3. Publishers.
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -227,25 +227,26 @@ class GenerateNode(Node):
         try:
             image_to_numpy(msg)  # validation only; pixels are converted when a task arrives
         except ValueError as exc:
-            self._input_error(name, f"image on camera {name!r} dropped: {exc}")
+            self._input_error(name, "image", f"image of camera {name!r} dropped: {exc}")
             return
         with self._lock:
             self._sync.add(name, time_to_seconds(msg.header.stamp), msg)
-            self._input_errors.pop(name, None)
+            self._input_errors.pop((name, "image"), None)
 
     def _on_camera_info(self, name: str, msg: CameraInfo) -> None:
         try:
             camera_info_to_K(msg)
         except ValueError as exc:
-            self._input_error(name, f"CameraInfo of camera {name!r} dropped: {exc}")
+            self._input_error(name, "camera_info", f"CameraInfo of camera {name!r} dropped: {exc}")
             return
         with self._lock:
             self._infos[name] = msg
+            self._input_errors.pop((name, "camera_info"), None)
 
-    def _input_error(self, name: str, message: str) -> None:
+    def _input_error(self, name: str, kind: str, message: str) -> None:
         self.get_logger().error(message, throttle_duration_sec=1.0)
         with self._lock:
-            self._input_errors[name] = message
+            self._input_errors[(name, kind)] = message
 
     def _on_task(self, msg: String) -> None:
         request_id = uuid.uuid4().hex[:12]
@@ -255,13 +256,14 @@ class GenerateNode(Node):
         except ValueError as exc:
             self._reject(request_id, text, str(exc))
             return
-        try:
-            self._queue.put_nowait(request)
-        except queue.Full:
+        # Only this callback adds to the queue (and never concurrently with itself: default
+        # mutually exclusive callback group), so a queue that is not full stays so until put.
+        if self._queue.full():
             self._reject(request_id, text, f"busy: {self._queue.maxsize} requests already queued (task_queue_size)")
             return
         self.get_logger().info(f"request {request_id} queued: {text!r}")
         self._publish_status(GenerationStatus.QUEUED, request_id, text, total_steps=request.num_steps)
+        self._queue.put_nowait(request)
 
     def _reject(self, request_id: str, text: str, reason: str) -> None:
         self.get_logger().error(f"request {request_id} rejected: {reason}")
@@ -289,8 +291,8 @@ class GenerateNode(Node):
         images, cameras, frame_ids = [], [], {}
         for name in self.camera_names:
             if name not in infos:
-                raise ValueError(f"no valid CameraInfo received for camera {name!r}" +
-                                 (f" ({errors[name]})" if name in errors else ""))
+                error = errors.get((name, "camera_info"))
+                raise ValueError(f"no valid CameraInfo received for camera {name!r}" + (f" ({error})" if error else ""))
             msg, info = synced.items[name], infos[name]
             if (msg.width, msg.height) != (info.width, info.height):
                 raise ValueError(f"camera {name!r}: image is {msg.width}x{msg.height} but its CameraInfo says "

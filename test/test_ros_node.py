@@ -1,0 +1,429 @@
+"""The generation node end to end with real rclpy pub/sub in one process.
+
+The node runs with a small deterministic generator defined here (static tracks unprojected
+from the first camera at a fixed depth, videos repeating the reference images) through the
+node's injectable pipeline factory; a test node plays camera rig and planner.
+"""
+
+import math
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header, String
+from visualization_msgs.msg import MarkerArray
+
+from syncmv4d_core.cameras import Camera
+from syncmv4d_core.scene import Scene
+from syncmv4d_ros.conversions import (
+    camera_to_camera_info,
+    image_to_rgb,
+    numpy_to_image,
+    point_cloud_to_numpy,
+    seconds_to_time,
+    time_to_seconds,
+    tracks_from_msg,
+)
+from syncmv4d_ros.generate_node import GenerateNode
+from syncmv4d_ros.msg import GenerationStatus, HOITracks, HOIVideo
+
+DOMAIN_ID = 71  # this module's own DDS domain: no cross-talk with other test modules
+NAMES = ["left", "center", "right"]
+WIDTH, HEIGHT = 32, 24
+DEPTH = 0.5  # metres, depth of the generated static tracks
+NUM_FRAMES, NUM_STEPS = 5, 3
+TIMEOUT = 20.0  # seconds, bound of every wait
+TERMINAL = (GenerationStatus.DONE, GenerationStatus.ERROR, GenerationStatus.REJECTED)
+
+
+def rig(width: int = WIDTH, height: int = HEIGHT) -> list[Camera]:
+    eyes = [(-0.4, -0.4, 0.4), (0.0, -0.55, 0.4), (0.4, -0.4, 0.4)]
+    return [Camera.look_at(n, eye, (0.0, 0.0, 0.05), 50.0, width, height, cluster=n) for n, eye in zip(NAMES, eyes)]
+
+
+class StaticTracksPipeline:
+    """Deterministic generator with the pipeline's call signature: a 4 x 4 pixel grid of the first
+    camera unprojected at DEPTH metres, static over time; videos repeat the reference images."""
+
+    def __init__(self, step_seconds: float = 0.0) -> None:
+        self.step_seconds = step_seconds
+        self.calls = 0
+
+    @staticmethod
+    def expected_tracks(camera: Camera, num_frames: int) -> np.ndarray:
+        """(F, 16, 3) metres: the tracks this generator returns for ``camera``."""
+        u, v = np.meshgrid(np.linspace(0, camera.width - 1, 4), np.linspace(0, camera.height - 1, 4))
+        points = camera.unproject(np.stack([u.ravel(), v.ravel()], axis=1), np.full(16, DEPTH))
+        return np.repeat(points[None].astype(np.float32), num_frames, axis=0)
+
+    def __call__(self, images, cameras, text, num_frames, num_steps, guidance_scale, seed, callback=None) -> Scene:
+        self.calls += 1
+        for step in range(1, num_steps + 1):
+            time.sleep(self.step_seconds)
+            if callback is not None:
+                callback(step, num_steps)
+        tracks = self.expected_tracks(cameras[0], num_frames)
+        depths = np.stack([cam.project(tracks[0])[1] for cam in cameras])  # (V, K)
+        videos = np.stack([np.repeat(image[None], num_frames, axis=0) for image in images])
+        return Scene(cameras, videos, tracks, np.arange(16) % 4, text, fps=8.0,
+                     depth_ranges=np.stack([depths.min(axis=1), depths.max(axis=1)], axis=1))
+
+
+def factory_for(pipeline: StaticTracksPipeline):
+    """A pipeline factory that, like SyncMV4DPipeline.from_checkpoint, fails on a missing checkpoint."""
+    def factory(checkpoint, device):
+        if checkpoint is not None and not Path(checkpoint).exists():
+            raise FileNotFoundError(f"checkpoint {checkpoint} not found")
+        return pipeline
+    return factory
+
+
+def rig_parameters(**extra) -> list[Parameter]:
+    params = [Parameter("camera_names", value=NAMES), Parameter("num_frames", value=NUM_FRAMES),
+              Parameter("num_steps", value=NUM_STEPS), Parameter("sync_slop", value=0.01)]
+    for cam in rig():
+        pose = cam.to_dict()
+        params += [Parameter(f"cameras.{cam.name}.xyz", value=[float(v) for v in pose["xyz"]]),
+                   Parameter(f"cameras.{cam.name}.quat_wxyz", value=[float(v) for v in pose["quat_wxyz"]])]
+    params += [Parameter(name, value=value) for name, value in extra.items()]
+    return params
+
+
+class Harness:
+    """The node under test plus a camera-rig / planner test node, spun in a background thread."""
+
+    def __init__(self, context, pipeline: StaticTracksPipeline, **params) -> None:
+        self.node = GenerateNode(factory_for(pipeline), context=context, parameter_overrides=rig_parameters(**params))
+        self.peer = rclpy.create_node("syncmv4d_test_peer", context=context)
+        self.lock = threading.Lock()
+        self.statuses: list[GenerationStatus] = []
+        self.tracks: list[HOITracks] = []
+        self.videos: list[HOIVideo] = []
+        self.clouds: list[PointCloud2] = []
+        self.markers: list[MarkerArray] = []
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        for msg_type, topic, sink, qos in [
+            (GenerationStatus, "/hoi_status", self.statuses, reliable),
+            (HOITracks, "/hoi_tracks", self.tracks, reliable),
+            (HOIVideo, "/hoi_videos", self.videos, 10),
+            (PointCloud2, "/hoi_tracks/cloud", self.clouds, 10),
+            (MarkerArray, "/hoi_tracks/markers", self.markers, reliable),
+        ]:
+            self.peer.create_subscription(msg_type, topic, lambda m, s=sink: self._store(s, m), qos)
+        self.image_pubs = {n: self.peer.create_publisher(Image, f"/cameras/{n}/image_raw", qos_profile_sensor_data)
+                           for n in NAMES}
+        self.info_pubs = {n: self.peer.create_publisher(CameraInfo, f"/cameras/{n}/camera_info",
+                                                        qos_profile_sensor_data) for n in NAMES}
+        self.task_pub = self.peer.create_publisher(String, "/hoi_task", 10)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.peer)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        pubs = [*self.image_pubs.values(), *self.info_pubs.values(), self.task_pub]
+        self.wait_until(lambda: all(p.get_subscription_count() >= 1 for p in pubs), "node subscriptions to match")
+        self.wait_until(lambda: self.statuses and self.statuses[0].state == GenerationStatus.IDLE, "IDLE status")
+
+    def _store(self, sink: list, msg) -> None:
+        with self.lock:
+            sink.append(msg)
+
+    def wait_until(self, predicate, what: str, timeout: float = TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if predicate():
+                    return
+            time.sleep(0.01)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+    # ---------------------------------------------------------------- inputs
+    def publish_infos(self, cameras: list[Camera] | None = None) -> None:
+        for cam in cameras or rig():
+            self.info_pubs[cam.name].publish(camera_to_camera_info(cam, Header(frame_id=f"{cam.name}_optical")))
+
+    def publish_images(self, stamp: float, size: tuple[int, int] = (WIDTH, HEIGHT),
+                       sizes: dict[str, tuple[int, int]] | None = None) -> list[np.ndarray]:
+        """Publish one image per camera at ``stamp`` seconds; returns the RGB pixels sent."""
+        sent = []
+        for i, name in enumerate(NAMES):
+            width, height = (sizes or {}).get(name, size)
+            pixels = np.full((height, width, 3), 40 * i, np.uint8)
+            pixels[:, :, 2] = np.arange(width, dtype=np.uint8)[None]
+            self.image_pubs[name].publish(numpy_to_image(pixels, "rgb8", Header(stamp=seconds_to_time(stamp),
+                                                                               frame_id=f"{name}_optical")))
+            sent.append(pixels)
+        return sent
+
+    def publish_valid_inputs(self, stamp: float = 100.0) -> list[np.ndarray]:
+        """CameraInfo + one synchronised image set; waits until the node holds the set."""
+        self.publish_infos()
+        sent = self.publish_images(stamp)
+        self.wait_until(lambda: self.node._sync.latest is not None and self.node._sync.latest.stamp == stamp
+                        and len(self.node._infos) == len(NAMES), "the node to hold the image set")
+        return sent
+
+    def send_task(self, text: str) -> None:
+        self.task_pub.publish(String(data=text))
+
+    # ---------------------------------------------------------------- outputs
+    def terminal(self) -> list[GenerationStatus]:
+        return [s for s in self.statuses if s.state in TERMINAL]
+
+    def next_terminal(self, count_before: int) -> GenerationStatus:
+        """The first terminal status after ``count_before`` earlier ones."""
+        self.wait_until(lambda: len(self.terminal()) > count_before, "a terminal status")
+        with self.lock:
+            return self.terminal()[count_before]
+
+    def run_task(self, text: str) -> GenerationStatus:
+        before = len(self.terminal())
+        self.send_task(text)
+        return self.next_terminal(before)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.thread.join(timeout=5.0)
+        self.node.destroy_node()
+        self.peer.destroy_node()
+
+
+@pytest.fixture(scope="module")
+def context():
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN_ID)
+    yield ctx
+    rclpy.try_shutdown(context=ctx)
+
+
+@pytest.fixture
+def pipeline():
+    return StaticTracksPipeline()
+
+
+@pytest.fixture
+def harness(context, pipeline):
+    h = Harness(context, pipeline)
+    yield h
+    h.close()
+
+
+def assert_recovers(h: Harness, stamp: float = 200.0) -> None:
+    """After bad input, valid images and a valid task still produce tracks."""
+    h.publish_valid_inputs(stamp)
+    status = h.run_task("pour the water into the glass")
+    assert status.state == GenerationStatus.DONE, status.error
+    h.wait_until(lambda: any(t.request_id == status.request_id for t in h.tracks), "the recovered tracks")
+
+
+# ---------------------------------------------------------------------- the valid path
+def test_task_produces_tracks_videos_cloud_markers_and_progress(harness):
+    h = harness
+    sent = h.publish_valid_inputs(stamp=100.0)
+    status = h.run_task("  lift the cup  ")
+    assert status.state == GenerationStatus.DONE and status.task == "lift the cup"
+    h.wait_until(lambda: h.tracks and len(h.videos) == 3 and h.clouds and h.markers, "all outputs")
+
+    tracks_msg = h.tracks[-1]
+    assert tracks_msg.request_id == status.request_id and tracks_msg.task == "lift the cup"
+    assert tracks_msg.header.frame_id == "world" and time_to_seconds(tracks_msg.header.stamp) == pytest.approx(100.0)
+    tracks, labels, confidence = tracks_from_msg(tracks_msg)
+    np.testing.assert_allclose(tracks, StaticTracksPipeline.expected_tracks(rig()[0], NUM_FRAMES), atol=1e-6)
+    np.testing.assert_array_equal(labels, np.arange(16) % 4)
+    assert confidence is None and list(tracks_msg.camera_names) == NAMES and tracks_msg.frame_rate == 8.0
+    ranges = np.asarray(tracks_msg.depth_ranges).reshape(3, 2)
+    assert ranges[0] == pytest.approx([DEPTH, DEPTH], abs=1e-4) and np.all(ranges[:, 0] <= ranges[:, 1])
+
+    videos = {v.camera_name: v for v in h.videos}
+    assert sorted(videos) == sorted(NAMES)
+    for i, name in enumerate(NAMES):
+        assert len(videos[name].frames) == NUM_FRAMES and videos[name].header.frame_id == f"{name}_optical"
+        np.testing.assert_array_equal(image_to_rgb(videos[name].frames[-1]), sent[i])
+    cloud = point_cloud_to_numpy(h.clouds[-1])
+    assert cloud.shape == (NUM_FRAMES * 16,) and cloud["t"].max() == pytest.approx((NUM_FRAMES - 1) / 8.0)
+    assert len(h.markers[-1].markers) == 1 + 16
+
+    states = [(s.state, s.step) for s in h.statuses if s.request_id == status.request_id]
+    assert states[0] == (GenerationStatus.QUEUED, 0)
+    assert [st for st in states if st[0] == GenerationStatus.RUNNING][-NUM_STEPS:] == \
+        [(GenerationStatus.RUNNING, k) for k in range(1, NUM_STEPS + 1)]
+    assert states[-1] == (GenerationStatus.DONE, NUM_STEPS)
+    assert h.statuses[-1].progress == 1.0 or h.statuses[-1].state == GenerationStatus.IDLE
+
+
+def test_late_subscriber_receives_the_last_tracks(harness, context):
+    h = harness
+    h.publish_valid_inputs()
+    status = h.run_task("stir the bowl")
+    assert status.state == GenerationStatus.DONE
+    late: list[HOITracks] = []
+    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    h.peer.create_subscription(HOITracks, "/hoi_tracks", late.append, qos)
+    h.wait_until(lambda: late, "the latched tracks on a late subscription")
+    assert late[0].request_id == status.request_id and late[0].num_points == 16
+
+
+# ---------------------------------------------------------------------- bad input
+def test_no_images_yet(harness):
+    status = harness.run_task("lift the cup")
+    assert status.state == GenerationStatus.REJECTED and "no images received yet" in status.error
+    assert_recovers(harness)
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda m: setattr(m, "encoding", "16UC1"), "unsupported image encoding '16UC1'"),
+    (lambda m: setattr(m, "data", bytes(m.data)[:-7]), "expected height x step"),
+    (lambda m: setattr(m, "step", m.step + 4), "expected height x step"),
+])
+def test_malformed_images_are_dropped_and_reported(harness, corrupt, message):
+    h = harness
+    h.publish_infos()
+    msg = numpy_to_image(np.zeros((HEIGHT, WIDTH, 3), np.uint8), "rgb8", Header(stamp=seconds_to_time(5.0)))
+    corrupt(msg)
+    for pub in h.image_pubs.values():
+        pub.publish(msg)
+    h.wait_until(lambda: len(h.node._input_errors) == 3, "the node to see the bad images")
+    status = h.run_task("lift the cup")
+    assert status.state == GenerationStatus.REJECTED and message in status.error
+    assert_recovers(h)
+
+
+def test_cameras_of_different_sizes(harness):
+    h = harness
+    small = rig()
+    big = rig(48, 36)
+    h.publish_infos([small[0], small[1], big[2]])
+    h.publish_images(50.0, sizes={"right": (48, 36)})
+    h.wait_until(lambda: h.node._sync.latest is not None, "the image set")
+    status = h.run_task("lift the cup")
+    assert status.state == GenerationStatus.REJECTED
+    assert "different image sizes" in status.error and "right 48x36" in status.error
+    assert_recovers(h)
+
+
+def test_image_size_not_matching_its_camera_info(harness):
+    h = harness
+    h.publish_infos()
+    h.publish_images(50.0, sizes={"center": (16, 12)})
+    h.wait_until(lambda: h.node._sync.latest is not None and len(h.node._infos) == 3, "the image set")
+    status = h.run_task("lift the cup")
+    assert status.state == GenerationStatus.REJECTED and "'center': image is 16x12" in status.error
+    assert_recovers(h)
+
+
+@pytest.mark.parametrize("k, message", [
+    (None, "no valid CameraInfo received for camera 'right'"),
+    ([0.0] * 9, "not a valid intrinsics matrix"),
+    ([math.nan] * 9, "non-finite"),
+])
+def test_missing_or_invalid_camera_info(harness, k, message):
+    h = harness
+    cams = rig()
+    h.publish_infos(cams[:2])
+    if k is not None:
+        h.info_pubs["right"].publish(CameraInfo(width=WIDTH, height=HEIGHT, k=k))
+        h.wait_until(lambda: ("right", "camera_info") in h.node._input_errors, "the node to see the bad CameraInfo")
+    h.publish_images(60.0)
+    h.wait_until(lambda: h.node._sync.latest is not None, "the image set")
+    status = h.run_task("lift the cup")
+    assert status.state == GenerationStatus.REJECTED and message in status.error
+    assert_recovers(h)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty task text"),
+    ("   \n\t ", "empty task text"),
+    ("x" * 100_000, "task text has 100000 characters, more than max_task_length = 1000"),
+])
+def test_empty_or_huge_task_text(harness, text, message):
+    h = harness
+    h.publish_valid_inputs()
+    status = h.run_task(text)
+    assert status.state == GenerationStatus.REJECTED and status.error == message
+    assert len(status.task) <= 200  # the echo of a huge task is truncated
+    assert_recovers(h)
+
+
+def test_burst_of_tasks_is_bounded_by_the_queue(context):
+    pipeline = StaticTracksPipeline(step_seconds=0.2)  # 0.6 s per task: the burst arrives while busy
+    h = Harness(context, pipeline, task_queue_size=2)
+    try:
+        h.publish_valid_inputs()
+        for i in range(10):
+            h.send_task(f"task {i}")
+        h.wait_until(lambda: len(h.terminal()) == 10, "a terminal status for each of 10 tasks", timeout=40.0)
+        done = [s for s in h.terminal() if s.state == GenerationStatus.DONE]
+        rejected = [s for s in h.terminal() if s.state == GenerationStatus.REJECTED]
+        assert len(done) + len(rejected) == 10 and 2 <= len(done) <= 4
+        assert all("busy" in s.error for s in rejected)
+        assert len({s.request_id for s in h.terminal()}) == 10
+        h.wait_until(lambda: len(h.tracks) == len(done), "tracks of every accepted task")
+        assert pipeline.calls == len(done)
+        assert h.statuses[-1].state == GenerationStatus.IDLE
+        assert_recovers(h)
+    finally:
+        h.close()
+
+
+def test_missing_checkpoint_is_reported_and_the_node_keeps_running(harness, tmp_path):
+    h = harness
+    h.publish_valid_inputs()
+    missing = str(tmp_path / "no_such_checkpoint.safetensors")
+    assert h.node.set_parameters([Parameter("checkpoint", value=missing)])[0].successful
+    status = h.run_task("lift the cup")
+    assert status.state == GenerationStatus.ERROR and "FileNotFoundError" in status.error and missing in status.error
+    assert h.node.set_parameters([Parameter("checkpoint", value="")])[0].successful
+    assert_recovers(h)
+
+
+def test_invalid_runtime_parameter_is_refused(harness):
+    result = harness.node.set_parameters([Parameter("num_steps", value=0)])[0]
+    assert not result.successful and "num_steps must be >= 1" in result.reason
+    result = harness.node.set_parameters([Parameter("world_frame", value="map")])[0]
+    assert not result.successful and "cannot change at run time" in result.reason
+
+
+def test_fuzzed_inputs_then_a_valid_task(harness):
+    h = harness
+    rng = np.random.default_rng(1)
+    encodings = ["rgb8", "bgr8", "mono8", "rgba8", "bgra8", "16UC1", "32FC1", "yuv422", "", "RGB8"]
+    sent = 0
+    for i in range(540):
+        kind = i % 3
+        name = NAMES[rng.integers(3)]
+        if kind == 0:  # malformed image: random sizes, steps, encodings and data lengths
+            msg = Image(height=int(rng.integers(0, 40)), width=int(rng.integers(0, 40)),
+                        encoding=encodings[rng.integers(len(encodings))], step=int(rng.integers(0, 200)),
+                        data=rng.integers(0, 256, int(rng.integers(0, 3000)), dtype=np.uint8).tobytes())
+            msg.header.stamp = seconds_to_time(float(rng.uniform(0, 1e6)))
+            h.image_pubs[name].publish(msg)
+        elif kind == 1:  # malformed CameraInfo: zeros, NaN, infinities, negative focal lengths
+            k = rng.choice([0.0, math.nan, math.inf, -50.0, 1.0], size=9).tolist()
+            h.info_pubs[name].publish(CameraInfo(width=int(rng.integers(0, 3)), height=int(rng.integers(0, 3)), k=k))
+        else:  # malformed tasks: empty, blank, oversized, control characters
+            text = ["", " ", "\x00\x01", "y" * int(rng.integers(1001, 20000))][i % 4]
+            # Waiting for each answer paces the flood: beyond the subscription depth DDS drops.
+            assert h.run_task(text).state == GenerationStatus.REJECTED
+        sent += 1
+    assert sent >= 500 and len(h.terminal()) == 180
+    assert {kind for _, kind in h.node._input_errors} == {"image", "camera_info"}
+    assert_recovers(h)
+
+
+def test_shutdown_aborts_a_running_generation(context):
+    pipeline = StaticTracksPipeline(step_seconds=0.5)
+    h = Harness(context, pipeline, num_steps=100)  # 50 s if not aborted
+    h.publish_valid_inputs()
+    h.send_task("lift the cup")
+    h.wait_until(lambda: any(s.state == GenerationStatus.RUNNING and s.step >= 1 for s in h.statuses), "RUNNING")
+    start = time.monotonic()
+    h.close()
+    assert time.monotonic() - start < 5.0
