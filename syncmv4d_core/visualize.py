@@ -1,0 +1,124 @@
+"""Scene previews: a contact sheet of views over time with the tracks overlaid, plus a 3D plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .scene import HAND, LABEL_NAMES, TARGET, TOOL, UNKNOWN, Scene
+
+LABEL_COLORS = {UNKNOWN: "#bbbbbb", HAND: "#ff3b30", TOOL: "#34c759", TARGET: "#0a84ff"}
+TRAIL = 3  # frames of history drawn behind each overlaid track
+OCCLUSION_TOLERANCE = 0.01  # metres: a track is drawn as visible if within this of the rendered depth
+
+
+def preview_views(scene: Scene, max_views: int = 3) -> list[int]:
+    """Indices of up to ``max_views`` views, one per camera cluster first, then in order."""
+    if max_views < 1:
+        raise ValueError(f"max_views must be positive, got {max_views}")
+    picked: list[int] = []
+    for cluster in ("left", "center", "right"):
+        for i, cam in enumerate(scene.cameras):
+            if cam.cluster == cluster:
+                picked.append(i)
+                break
+    picked += [i for i in range(scene.num_views) if i not in picked]
+    return picked[:max_views]
+
+
+def visible_tracks(scene: Scene, view: int, frame: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel positions (K, 2) of the tracks in ``view`` at ``frame`` and a (K,) visibility mask:
+    inside the image, in front of the camera and, when the scene has depth, not occluded."""
+    cam = scene.cameras[view]
+    uv, z = cam.project(scene.tracks_world[frame])
+    vis = cam.in_image(uv, z)
+    if scene.depth is not None:
+        H, W = scene.image_size
+        col = np.clip(np.rint(uv[:, 0]).astype(int), 0, W - 1)
+        row = np.clip(np.rint(uv[:, 1]).astype(int), 0, H - 1)
+        surface = scene.depth[view, frame, row, col]
+        vis &= (surface <= 0) | (z <= surface + OCCLUSION_TOLERANCE)
+    return uv, vis
+
+
+def render_preview(scene: Scene, out_path: str | Path, max_views: int = 3, max_frames: int = 5,
+                   max_3d_points: int = 400) -> Path:
+    """Save a PNG contact sheet of ``scene``.
+
+    Rows are up to ``max_views`` views (one per cluster), columns up to ``max_frames`` frames
+    spread over the clip; visible tracks are drawn at their current projected pixel, coloured
+    by label, with a short trail. A 3D panel shows the world tracks (metres) coloured by label;
+    the title is the scene text.
+
+    Returns:
+        The written path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_path = Path(out_path)
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be positive, got {max_frames}")
+    views = preview_views(scene, max_views)
+    frames = np.unique(np.linspace(0, scene.num_frames - 1, min(max_frames, scene.num_frames)).round().astype(int))
+    H, W = scene.image_size
+    cell = 2.2
+    fig = plt.figure(figsize=(cell * (len(frames) + 2.2), cell * H / W * len(views) + 0.9))
+    grid = fig.add_gridspec(len(views), len(frames) + 2, wspace=0.04, hspace=0.06)
+    colors = np.array([LABEL_COLORS.get(int(lab), LABEL_COLORS[UNKNOWN]) for lab in scene.labels])
+    marker = max(0.5, 6.0 * min(H, W) / 256 / np.sqrt(max(scene.num_points, 1) / 400))
+    for r, v in enumerate(views):
+        for c, f in enumerate(frames):
+            ax = fig.add_subplot(grid[r, c])
+            ax.imshow(scene.videos[v, f], interpolation="nearest")
+            uv, vis = visible_tracks(scene, v, f)
+            for back in range(1, TRAIL + 1):
+                if f - back < 0:
+                    break
+                uv_prev, vis_prev = visible_tracks(scene, v, f - back)
+                both = vis & vis_prev
+                segs = np.stack([uv_prev[both], uv[both] if back == 1 else visible_tracks(scene, v, f - back + 1)[0][both]], axis=1)
+                for lab in np.unique(scene.labels[both]):
+                    pick = scene.labels[both] == lab
+                    ax.plot(segs[pick, :, 0].T, segs[pick, :, 1].T, color=LABEL_COLORS.get(int(lab)), lw=0.5,
+                            alpha=0.6 * (1 - (back - 1) / TRAIL))
+            ax.scatter(uv[vis, 0], uv[vis, 1], s=marker, c=colors[vis], linewidths=0)
+            ax.set_xlim(-0.5, W - 0.5)
+            ax.set_ylim(H - 0.5, -0.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"frame {f}", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(f"{scene.cameras[v].name} ({scene.cameras[v].cluster})", fontsize=7)
+
+    ax3 = fig.add_subplot(grid[:, len(frames):], projection="3d")
+    rng = np.random.default_rng(0)
+    pick = rng.choice(scene.num_points, size=min(max_3d_points, scene.num_points), replace=False)
+    for lab in np.unique(scene.labels[pick]):
+        sel = pick[scene.labels[pick] == lab]
+        pts = scene.tracks_world[:, sel]  # (F, n, 3)
+        color = LABEL_COLORS.get(int(lab), LABEL_COLORS[UNKNOWN])
+        ax3.scatter(*pts[-1].T, s=2, c=color, label=LABEL_NAMES.get(int(lab), str(lab)), depthshade=False)
+        for j in range(0, len(sel), 4):
+            ax3.plot(*pts[:, j].T, color=color, lw=0.4, alpha=0.5)
+    lo, hi = scene.tracks_world.reshape(-1, 3).min(0), scene.tracks_world.reshape(-1, 3).max(0)
+    mid, half = (lo + hi) / 2, max(float((hi - lo).max()) / 2, 1e-3)
+    ax3.set_xlim(mid[0] - half, mid[0] + half)
+    ax3.set_ylim(mid[1] - half, mid[1] + half)
+    ax3.set_zlim(mid[2] - half, mid[2] + half)
+    ax3.set_xlabel("x (m)", fontsize=7)
+    ax3.set_ylabel("y (m)", fontsize=7)
+    ax3.set_zlabel("z (m)", fontsize=7)
+    ax3.tick_params(labelsize=6)
+    ax3.legend(fontsize=7, loc="upper left")
+    ax3.set_title("world tracks (last frame + paths)", fontsize=8)
+    fig.suptitle(f'"{scene.text}"  ({scene.num_views} views, {scene.num_frames} frames @ {scene.fps:g} fps, '
+                 f'{scene.num_points} tracks)', fontsize=10)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return out_path
