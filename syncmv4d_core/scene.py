@@ -5,7 +5,9 @@ Layout of a scene directory::
     scene.json                 text, fps, num_frames, cameras (K, world_T_cam, size, cluster),
                                optional depth_ranges (V, 2) metres, free-form meta
     videos/<camera>.mp4        RGB video per camera, lossless H.264 (libx264rgb, crf 0)
-    tracks.npz                 tracks_world (F, K, 3) float32 metres, labels (K,) uint8
+    tracks.npz                 tracks_world (F, K, 3) float32 metres, labels (K,) uint8, optional
+                               track_anchors (K, 3) float32 (view index, u0, v0 pixels): the identity
+                               of generated tracks (see Scene.track_anchors)
     depth.npz                  optional: depth (V, F, H, W) float32 metres (0 = background)
     pseudo_videos/<camera>.mp4 optional: motion pseudo videos (generated results)
 
@@ -66,6 +68,9 @@ class Scene:
         depth: optional (V, F, H, W) float32 rendered depth in metres (0 = no surface).
         pseudo_videos: optional (V, F, H, W, 3) uint8 motion pseudo videos.
         depth_ranges: optional (V, 2) float32 per-view (zmin, zmax) in metres.
+        track_anchors: optional (K, 3) float32 identity of each track: (view index, u0, v0), the
+            view it was anchored in and its frame-0 pixel there. Generated scenes carry it (their
+            tracks have no other identity); evaluation matches them to ground-truth tracks by it.
         meta: free-form JSON-serialisable information (generator seed, action, split...).
     """
 
@@ -78,6 +83,7 @@ class Scene:
     depth: np.ndarray | None = None
     pseudo_videos: np.ndarray | None = None
     depth_ranges: np.ndarray | None = None
+    track_anchors: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -127,6 +133,8 @@ class Scene:
             raise ValueError(f"pseudo_videos must match videos {self.videos.shape}, got {self.pseudo_videos.shape}")
         if self.depth_ranges is not None and np.asarray(self.depth_ranges).shape != (V, 2):
             raise ValueError(f"depth_ranges must be (V={V}, 2), got {np.asarray(self.depth_ranges).shape}")
+        if self.track_anchors is not None and np.asarray(self.track_anchors).shape != (self.num_points, 3):
+            raise ValueError(f"track_anchors must be (K={self.num_points}, 3), got {np.asarray(self.track_anchors).shape}")
 
     # ------------------------------------------------------------------ I/O
     def save(self, directory: str | Path) -> Path:
@@ -155,7 +163,10 @@ class Scene:
                 (tmp / "pseudo_videos").mkdir()
                 for cam, video in zip(self.cameras, self.pseudo_videos):
                     write_video(tmp / "pseudo_videos" / f"{cam.name}.mp4", video, self.fps)
-            np.savez_compressed(tmp / "tracks.npz", tracks_world=self.tracks_world, labels=self.labels)
+            arrays = {"tracks_world": self.tracks_world, "labels": self.labels}
+            if self.track_anchors is not None:
+                arrays["track_anchors"] = np.asarray(self.track_anchors, dtype=np.float32)
+            np.savez_compressed(tmp / "tracks.npz", **arrays)
             if self.depth is not None:
                 np.savez_compressed(tmp / "depth.npz", depth=self.depth.astype(np.float32))
             if directory.exists():
@@ -200,6 +211,7 @@ class Scene:
             raise FileNotFoundError(f"{tracks_path} not found")
         with np.load(tracks_path) as data:
             tracks_world, labels = data["tracks_world"], data["labels"]
+            track_anchors = data["track_anchors"] if "track_anchors" in data else None
         depth = None
         if load_depth and (directory / "depth.npz").is_file():
             with np.load(directory / "depth.npz") as data:
@@ -207,10 +219,15 @@ class Scene:
         depth_ranges = np.asarray(info["depth_ranges"], dtype=np.float32) if "depth_ranges" in info else None
         return cls(cameras=cameras, videos=np.stack(videos), tracks_world=tracks_world, labels=labels,
                    text=info["text"], fps=info["fps"], depth=depth, pseudo_videos=pseudo,
-                   depth_ranges=depth_ranges, meta=info.get("meta", {}))
+                   depth_ranges=depth_ranges, track_anchors=track_anchors, meta=info.get("meta", {}))
 
     def select_views(self, indices: list[int]) -> "Scene":
-        """A scene with only the cameras at ``indices`` (tracks and text unchanged)."""
+        """A scene with only the cameras at ``indices`` (tracks and text unchanged).
+
+        Not defined for scenes with ``track_anchors`` (their identities name views by index).
+        """
+        if self.track_anchors is not None:
+            raise ValueError("select_views: the scene's track_anchors refer to view indices; select views before generating")
         pick = lambda a: None if a is None else np.asarray(a)[indices]  # noqa: E731
         return Scene([self.cameras[i] for i in indices], self.videos[indices], self.tracks_world, self.labels,
                      self.text, self.fps, pick(self.depth), pick(self.pseudo_videos), pick(self.depth_ranges),
