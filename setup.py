@@ -24,6 +24,7 @@ setup(
     entry_points={
         "console_scripts": [
             "syncmv4d = syncmv4d_core.cli:main",
+            "syncmv4d-node = syncmv4d_ros.generate_node:main",
         ],
     },
 )
