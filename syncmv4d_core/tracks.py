@@ -224,12 +224,8 @@ def _splat(uv: np.ndarray, depth: np.ndarray, colours: np.ndarray, drawn: np.nda
     cand = np.broadcast_to(np.arange(n)[:, None], px.shape)[inside]        # (M,) which point
     zbuf = np.full(num_frames * height * width, n, dtype=np.int32)
     np.minimum.at(zbuf, flat, rank[cand])
-    pixels = np.flatnonzero(zbuf < n)
-    winner_rank = zbuf[pixels]
-    by_rank = np.empty(n, dtype=np.int64)                                  # rank -> point
-    by_rank[rank] = np.arange(n)
-    winner = by_rank[winner_rank]
-    out[pixels] = colours[f_idx[winner], k_idx[winner]]
+    wins = zbuf[flat] == rank[cand]                                        # (M,) exactly one per pixel
+    out[flat[wins]] = colours[f_idx[cand[wins]], k_idx[cand[wins]]]
     return out.reshape(num_frames, height, width, 3)
 
 
@@ -328,16 +324,16 @@ def _group_median(group: np.ndarray, values: np.ndarray, num_groups: int) -> np.
     return out
 
 
-def to_float_video(pseudo_video: np.ndarray) -> np.ndarray:
-    """(F, H, W, 3) uint8 (0..255) or float ([0, 1]) pseudo video -> float32 in [0, 1] units."""
+def _check_video(pseudo_video: np.ndarray) -> tuple[np.ndarray, float]:
+    """(F, H, W, 3) uint8 or float pseudo video -> (video as given, value of colour 1.0 in its units)."""
     video = np.asarray(pseudo_video)
     if video.ndim != 4 or video.shape[-1] != 3:
         raise ValueError(f"pseudo video must be (F, H, W, 3), got shape {video.shape}")
     if video.dtype == np.uint8:
-        return video.astype(np.float32) / 255.0
-    if not np.issubdtype(video.dtype, np.floating):
-        raise ValueError(f"pseudo video must be uint8 or float, got dtype {video.dtype}")
-    return video.astype(np.float32, copy=False)
+        return video, 255.0
+    if video.dtype not in (np.float32, np.float64):
+        raise ValueError(f"pseudo video must be uint8, float32 or float64, got dtype {video.dtype}")
+    return video, 1.0
 
 
 def to_uint8(pseudo_video: np.ndarray) -> np.ndarray:
@@ -362,7 +358,7 @@ def decode_pseudo_video(pseudo_video: np.ndarray, camera: Camera, depth_range: n
         tracks_world: (F, K, 3) float32 metres, NaN where not recovered.
         valid: (F, K) bool, the track owns at least one pixel in that frame.
     """
-    video = to_float_video(pseudo_video)
+    video, unit = _check_video(pseudo_video)
     num_frames, height, width = video.shape[:3]
     if (height, width) != (camera.height, camera.width):
         raise ValueError(f"camera {camera.name!r} is {camera.width}x{camera.height} but the pseudo video is {width}x{height}")
@@ -378,19 +374,20 @@ def decode_pseudo_video(pseudo_video: np.ndarray, camera: Camera, depth_range: n
     candidates = np.flatnonzero(visible)
     if candidates.size == 0:
         return tracks, valid
-    brightness = video.max(axis=-1)                                        # (F, H, W)
+    brightness = np.maximum(np.maximum(video[..., 0], video[..., 1]), video[..., 2])  # (F, H, W)
+    f, y, x = np.nonzero(brightness > foreground_threshold * unit)         # (N,) drawn pixels
     local_max = np.stack([cv2.dilate(frame, _NEIGHBOURHOOD) for frame in brightness])
-    core = (brightness > foreground_threshold) & (brightness >= CORE_RATIO * local_max)
-    f, y, x = np.nonzero(core)                                             # (N,) splat-core pixels
-    colour = video[f, y, x]                                                # (N, 3)
-    decoded_anchor = colour[:, :2].astype(np.float64) * (width, height) - 0.5  # (N, 2) pixels
+    core = brightness[f, y, x] >= CORE_RATIO * local_max[f, y, x]
+    f, y, x = f[core], y[core], x[core]                                    # splat-interior pixels
+    colour = video[f, y, x].astype(np.float64) / unit                      # (N, 3) in [0, 1]
+    decoded_anchor = colour[:, :2] * (width, height) - 0.5                 # (N, 2) pixels
     dist, nearest = cKDTree(anchors[candidates]).query(decoded_anchor, distance_upper_bound=max_anchor_error)
     pixel = np.flatnonzero(np.isfinite(dist))                              # (M,) identified pixels
     group = f[pixel] * num_points + candidates[nearest[pixel]]             # (M,) frame * K + track
     num_groups = num_frames * num_points
     u = _group_median(group, x[pixel].astype(np.float64), num_groups)
     v = _group_median(group, y[pixel].astype(np.float64), num_groups)
-    b = _group_median(group, colour[pixel, 2].astype(np.float64), num_groups)
+    b = _group_median(group, colour[pixel, 2], num_groups)
     found = np.isfinite(u)
     points = camera.unproject(np.stack([u[found], v[found]], axis=-1), zmin + b[found] * (zmax - zmin))
     tracks.reshape(num_groups, 3)[found] = points
