@@ -10,11 +10,18 @@ The spconv 2.3.8 CPU wheel runs sparse convolutions forward, but
    ``"cpu don't support act and bias"`` on CPU. :class:`SubMConv3d` therefore builds the spconv
    convolution without bias and adds its own bias parameter afterwards. This costs one add on a
    GPU too; it is kept on every device so that checkpoints have the same keys everywhere.
+
+A third problem turned up on this project's 2-core machines: with more than one torch intra-op
+thread, the CPU gather / matmul / scatter-add loop of spconv returns wrong values now and then
+(differences of the order of the features themselves, different from run to run, in forward
+and backward alike; exact with one thread). :class:`SubMConv3d` therefore runs spconv's forward
+and backward with one torch thread on CPU tensors and restores the thread count afterwards.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 import spconv.pytorch as spconv
 import spconv.pytorch.ops as spconv_ops
@@ -27,6 +34,31 @@ logger = logging.getLogger(__name__)
 def _null_stream() -> int:
     """The CUDA stream handle the CPU kernels receive (they ignore it)."""
     return 0
+
+
+@contextmanager
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_backward_single_threaded(node: torch.autograd.graph.Node) -> None:
+    """Make the autograd node of a spconv call run its backward with one torch thread."""
+    threads: list[int] = []
+
+    def before(grad_outputs):
+        threads.append(torch.get_num_threads())
+        torch.set_num_threads(1)
+
+    def after(grad_inputs, grad_outputs):
+        torch.set_num_threads(threads.pop())
+
+    node.register_prehook(before)
+    node.register_hook(after)
 
 
 def enable_cpu_backward() -> bool:
@@ -79,7 +111,13 @@ class SubMConv3d(nn.Module):
         Returns:
             Sparse tensor on the same voxels with features (N, out_channels).
         """
-        out = self.conv(x)
+        if x.features.is_cuda:
+            out = self.conv(x)
+        else:
+            with _one_thread():
+                out = self.conv(x)
+            if out.features.grad_fn is not None:
+                _run_backward_single_threaded(out.features.grad_fn)
         if self.bias is not None:
             out = out.replace_feature(out.features + self.bias)
         return out
