@@ -231,4 +231,4 @@ class Scene:
         pick = lambda a: None if a is None else np.asarray(a)[indices]  # noqa: E731
         return Scene([self.cameras[i] for i in indices], self.videos[indices], self.tracks_world, self.labels,
                      self.text, self.fps, pick(self.depth), pick(self.pseudo_videos), pick(self.depth_ranges),
-                     dict(self.meta))
+                     meta=dict(self.meta))
