@@ -1,4 +1,4 @@
-"""The ``syncmv4d`` command line: ``synth | show | taco``.
+"""The ``syncmv4d`` command line: ``synth | show | taco | eval``.
 
 Argument definitions live here (argparse only, so ``--help`` is instant); each handler imports
 the library module that does the work.
@@ -33,6 +33,21 @@ def _taco(args: argparse.Namespace) -> None:
     convert_taco(args.root, args.out, mano_dir=args.mano, config=cfg, limit=args.limit, progress=True)
 
 
+def _eval(args: argparse.Namespace) -> None:
+    from .evaluation.evaluate import evaluate_dirs, evaluate_scene, write_tables
+    from .scene import Scene
+
+    single, batch = (args.pred, args.gt), (args.pred_root, args.gt_root)
+    if all(single) and not any(batch):
+        result = evaluate_scene(Scene.load(args.pred, load_depth=False), Scene.load(args.gt, load_depth=False),
+                                args.dino, args.clip, args.max_anchor_px)
+    elif all(batch) and not any(single):
+        result = evaluate_dirs(args.pred_root, args.gt_root, args.dino, args.clip, args.max_anchor_px)
+    else:
+        raise ValueError("eval needs either --pred and --gt (one scene) or --pred-root and --gt-root (a split)")
+    print(write_tables(result, args.json, args.md))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="syncmv4d", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -63,6 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--points", type=int, default=1600, help="tracked points K per frame")
     p.add_argument("--limit", type=int, default=None, help="convert at most this many sequences")
     p.set_defaults(func=_taco)
+
+    p = sub.add_parser("eval", help="Tab. 1-2 metrics of generated scenes against ground truth (docs/metrics.md)")
+    p.add_argument("--pred", help="predicted scene directory")
+    p.add_argument("--gt", help="ground-truth scene directory")
+    p.add_argument("--pred-root", help="directory of predicted scenes (batch mode, paired by name)")
+    p.add_argument("--gt-root", help="directory of ground-truth scenes (batch mode)")
+    p.add_argument("--json", default=None, help="write the results as JSON here")
+    p.add_argument("--md", default=None, help="write the Markdown tables here")
+    p.add_argument("--dino", default=None, help="local DINO ViT weights directory (subject consistency)")
+    p.add_argument("--clip", default=None, help="local CLIP vision weights directory (CLIP-V)")
+    p.add_argument("--max-anchor-px", type=float, default=1.5, help="anchor match radius for track identity, pixels")
+    p.set_defaults(func=_eval)
     return parser
 
 
