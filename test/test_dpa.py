@@ -5,13 +5,8 @@ import spconv.pytorch as spconv
 import torch
 import torch.nn.functional as F
 
-from syncmv4d_core.diffusion.points import (
-    chamfer_distance,
-    coarse_track_frame,
-    dpa_loss,
-    one_step_estimate,
-    sample_track_noise,
-)
+from syncmv4d_core.diffusion.flow import add_noise, estimate_x0
+from syncmv4d_core.diffusion.points import chamfer_distance, coarse_track_frame, dpa_loss, sample_track_noise
 from syncmv4d_core.models.dpa import DPA, DPAConfig, patch_partition, preset
 from syncmv4d_core.models.spconv_cpu import SubMConv3d
 
@@ -105,10 +100,10 @@ def test_loss_vanishes_at_the_true_velocity_and_grows_with_error():
     g = torch.Generator().manual_seed(0)
     tracks, noise = torch.rand(2, 3, 16, 3, generator=g), torch.randn(2, 3, 16, 3, generator=g)
     t = torch.tensor([0.2, 0.9])
-    noisy = (1 - t[:, None, None, None]) * tracks + t[:, None, None, None] * noise
+    noisy = add_noise(tracks, noise, t)
     scale = torch.tensor([0.1, 0.5])
     exact = dpa_loss(noise - tracks, noisy, tracks, noise, t, scale)
-    assert torch.allclose(one_step_estimate(noisy, noise - tracks, t), tracks, atol=1e-6)
+    assert torch.allclose(estimate_x0(noisy, noise - tracks, t), tracks, atol=1e-6)
     assert exact.total.item() < 1e-10
     off = dpa_loss(noise - tracks + 0.01, noisy, tracks, noise, t, scale)
     # constant error 0.01 per coordinate: MSE 1e-4 / s^2, averaged over the two samples
@@ -238,8 +233,7 @@ def test_overfitting_a_small_set_beats_the_coarse_tracks(_one_thread):
     centre, scale = coarse_track_frame(coarse, mask)
     timesteps = torch.tensor([[0.3, 0.6], [0.5, 0.8]])
     noises = [sample_track_noise((b, f, k, 3), centre, scale, g) for _ in timesteps]
-    cases = [(t, noise, (1 - t[:, None, None, None]) * tracks + t[:, None, None, None] * noise)
-             for t, noise in zip(timesteps, noises)]
+    cases = [(t, noise, add_noise(tracks, noise, t)) for t, noise in zip(timesteps, noises)]
     torch.manual_seed(0)
     model = DPA(preset("tiny"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
@@ -250,7 +244,7 @@ def test_overfitting_a_small_set_beats_the_coarse_tracks(_one_thread):
             for t, noise, noisy in cases:
                 velocity = model(noisy, coarse, t, mask, source)
                 loss = dpa_loss(velocity, noisy, tracks, noise, t, scale).total.item()
-                error = (one_step_estimate(noisy, velocity, t) - tracks).norm(dim=-1).mean().item()
+                error = (estimate_x0(noisy, velocity, t) - tracks).norm(dim=-1).mean().item()
                 results.append((loss, error))
         return tuple(sum(r[i] for r in results) / len(results) for i in range(2))
 

@@ -19,6 +19,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from syncmv4d_core.diffusion.flow import estimate_x0, velocity_target
+
 logger = logging.getLogger(__name__)
 
 MIN_SCALE = 0.01
@@ -114,11 +116,6 @@ class DPALoss(NamedTuple):
     chamfer: Tensor
 
 
-def one_step_estimate(noisy_tracks: Tensor, velocity: Tensor, t: Tensor) -> Tensor:
-    """``M_bar = M_t - t v`` for (B, F, K, 3) tracks and velocities and (B,) timesteps."""
-    return noisy_tracks - t[:, None, None, None] * velocity
-
-
 def dpa_loss(
     velocity: Tensor,
     noisy_tracks: Tensor,
@@ -148,8 +145,8 @@ def dpa_loss(
             f"{tuple(tracks.shape)} and noise {tuple(noise.shape)} must have the same shape"
         )
     inv_scale2 = scale.reciprocal().square()  # (B,)
-    target = noise - tracks
+    target = velocity_target(tracks, noise)
     velocity_mse = ((velocity - target).square().mean((1, 2, 3)) * inv_scale2).mean()
-    estimate = one_step_estimate(noisy_tracks, velocity, t)
+    estimate = estimate_x0(noisy_tracks, velocity, t)  # M_bar = M_t - t v
     chamfer = (chamfer_distance(estimate, tracks).mean(1) * inv_scale2).mean()
     return DPALoss(velocity_mse + chamfer_weight * chamfer, velocity_mse, chamfer)

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from syncmv4d_core.diffusion.flow import NUM_TRAIN_TIMESTEPS
 from syncmv4d_core.diffusion.points import coarse_track_frame
 from syncmv4d_core.models.point import ORDERS, Point
 from syncmv4d_core.models.spconv_cpu import SubMConv3d
@@ -388,7 +389,7 @@ class DPA(nn.Module):
         coarse_n = (coarse_tracks - centre[:, None, None, None]) / scale[:, None, None, None, None]
 
         # 2. Timestep / frame embeddings
-        temb = self.time_mlp(sinusoidal_embedding(1000 * timestep, self.config.freq_dim))  # (B, Dt)
+        temb = self.time_mlp(sinusoidal_embedding(NUM_TRAIN_TIMESTEPS * timestep, self.config.freq_dim))  # (B, Dt)
         temb_segment = temb.repeat_interleave(f, dim=0)  # (B*F, Dt), segment = b * F + frame
         frame_emb = sinusoidal_embedding(torch.arange(f, device=device), self.config.channels[0])  # (F, C0)
 
