@@ -72,8 +72,9 @@ class SurfaceSamples:
             sel = self.part == p
             R = poses[:, p, :3, :3].astype(np.float32)  # (F, 3, 3)
             t = poses[:, p, :3, 3].astype(np.float32)  # (F, 3)
-            points[:, sel] = np.einsum("fij,nj->fni", R, self.points[sel]) + t[:, None]
-            normals[:, sel] = np.einsum("fij,nj->fni", R, self.normals[sel])
+            Rt = R.transpose(0, 2, 1)
+            points[:, sel] = self.points[sel] @ Rt + t[:, None]  # (F, n, 3)
+            normals[:, sel] = self.normals[sel] @ Rt
         return points, normals
 
 
@@ -325,9 +326,16 @@ def shade(colors: np.ndarray, normals: np.ndarray, light_dir: np.ndarray) -> np.
     return colors[None] * (AMBIENT + DIFFUSE * lambert)[..., None]
 
 
+def _n_dot_p(points: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """(F, N) dot products n . p (a sample faces camera c where n . c > n . p)."""
+    return (points * normals).sum(axis=-1)
+
+
 def splat(camera: Camera, points: np.ndarray, normals: np.ndarray, colors: np.ndarray,
           zbuf: np.ndarray, image: np.ndarray) -> None:
     """Z-buffered splatting of surface samples into per-frame buffers, in place.
+
+    Samples facing away from the camera are culled (closed surfaces hide them anyway).
 
     Args:
         points, normals, colors: (F, N, 3) world positions (metres), unit normals, shaded colours.
@@ -337,21 +345,21 @@ def splat(camera: Camera, points: np.ndarray, normals: np.ndarray, colors: np.nd
     if not (zbuf.flags.c_contiguous and image.flags.c_contiguous):
         raise ValueError("splat writes through flat views: zbuf and image must be C-contiguous")
     F, H, W = zbuf.shape
-    T = camera.cam_T_world.astype(np.float32)
-    p_cam = points @ T[:3, :3].T + T[:3, 3]  # (F, N, 3)
-    facing = np.einsum("fni,fni->fn", normals, camera.position.astype(np.float32) - points) > 0
-    z = p_cam[..., 2]
+    P = (camera.K @ camera.cam_T_world[:3]).astype(np.float32)  # (3, 4) world -> homogeneous pixels
+    h = points @ P[:, :3].T + P[:, 3]  # (F, N, 3): (u z, v z, z)
+    z = h[..., 2]
+    facing = normals @ camera.position.astype(np.float32) > _n_dot_p(points, normals)
     with np.errstate(divide="ignore", invalid="ignore"):
-        u = np.rint(camera.K[0, 0] * p_cam[..., 0] / z + camera.K[0, 1] * p_cam[..., 1] / z + camera.K[0, 2])
-        v = np.rint(camera.K[1, 1] * p_cam[..., 1] / z + camera.K[1, 2])
-    ok = facing & (z > 1e-3) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-    frame = np.broadcast_to(np.arange(F)[:, None], z.shape)[ok]
-    pix = (frame * H + v[ok].astype(np.int64)) * W + u[ok].astype(np.int64)  # flat index into (F, H, W)
-    z = z[ok]
+        u = np.floor(h[..., 0] / z + 0.5)
+        v = np.floor(h[..., 1] / z + 0.5)
+    idx = np.flatnonzero(facing & (z > 1e-3) & (u >= 0) & (u < W) & (v >= 0) & (v < H))
+    frame = idx // z.shape[1]
+    pix = (frame * H + v.ravel()[idx].astype(np.int64)) * W + u.ravel()[idx].astype(np.int64)  # flat index into (F, H, W)
+    z = z.ravel()[idx]
     flat_z = zbuf.reshape(-1)
     np.minimum.at(flat_z, pix, z)
     win = z <= flat_z[pix]
-    image.reshape(-1, 3)[pix[win]] = colors[ok][win]
+    image.reshape(-1, 3)[pix[win]] = colors.reshape(-1, 3)[idx[win]]
 
 
 def render_views(cameras: list[Camera], samples: SurfaceSamples, poses: np.ndarray, table: Table,
@@ -374,8 +382,10 @@ def render_views(cameras: list[Camera], samples: SurfaceSamples, poses: np.ndarr
     is_static = static[samples.part]
     points, normals = samples.transformed(poses)
     colors = shade(samples.colors, normals, light_dir)
-    casters = points[:, :: max(1, len(samples) // 40000)]  # a bounded subset is enough for soft shadows
+    casters = points[:, :: max(1, len(samples) // 8000)]  # a bounded subset is enough for soft shadows
     shadows = shadow_maps(casters, light_dir, table)
+    fixed = [a[:1, is_static] for a in (points, normals, colors)]  # (1, Ns, 3) each
+    moving = [np.ascontiguousarray(a[:, ~is_static]) for a in (points, normals, colors)]  # (F, Nm, 3) each
     videos = np.empty((len(cameras), F, H, W, 3), np.uint8)
     depth = np.empty((len(cameras), F, H, W), np.float32)
     for i, cam in enumerate(cameras):
@@ -384,12 +394,11 @@ def render_views(cameras: list[Camera], samples: SurfaceSamples, poses: np.ndarr
         # Static parts are splatted once (into frame 0's buffers) and copied to all frames.
         if is_static.any():
             first = image[:1].copy(), zbuf[:1].copy()
-            splat(cam, points[:1, is_static], normals[:1, is_static], colors[:1, is_static], first[1], first[0])
+            splat(cam, *fixed, first[1], first[0])
             changed = first[1][0] < zbuf[0]
             zbuf[:, changed] = first[1][0][changed]
             image[:, changed] = first[0][0][changed]
-        moving = ~is_static
-        splat(cam, points[:, moving], normals[:, moving], colors[:, moving], zbuf, image)
+        splat(cam, *moving, zbuf, image)
         videos[i] = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
         depth[i] = np.where(np.isfinite(zbuf), zbuf, 0.0)
     return videos, depth

@@ -59,7 +59,7 @@ class SynthConfig:
     width: int = 64
     num_points: int = 1600
     fps: float = FPS
-    spacing_px: float = 0.7
+    spacing_px: float = 1.0
 
     def __post_init__(self) -> None:
         if self.num_frames < 5 or (self.num_frames - 1) % 4 != 0:
@@ -505,9 +505,10 @@ def _plan(action: str, c: _Context) -> list[Key]:
         return start + [(1.0, ORIGIN, c.world(ORIGIN) + c.direction * max(dist - gap, 0.03), ZERO)]
     if action == "pour":
         tilt = np.cross(UP, c.direction)  # rotating about this axis tips the top towards the target
-        above = c.target_top + UP * 0.09 - c.direction * c.target.radius * 0.3
-        return start + [(0.45, c.tool.tip, above, ZERO), (0.75, c.tool.tip, above - UP * 0.02, tilt * 1.1),
-                        (1.0, c.tool.tip, above - UP * 0.02, tilt * 1.9)]
+        over = c.target_top - c.direction * c.target.radius * 0.3  # the mouth goes above this point
+        return start + [(0.45, c.tool.tip, over + UP * (c.tool.top + 0.03), tilt * 0.3),
+                        (0.75, c.tool.tip, over + UP * (0.5 * c.tool.top + 0.05), tilt * 1.1),
+                        (1.0, c.tool.tip, over + UP * 0.08, tilt * 1.9)]
     if action == "place":
         on = c.target_top + np.append(u(-0.02, 0.02, 2), 0.0)
         return start + [(0.3, ORIGIN, c.world(ORIGIN) + UP * 0.1, ZERO), (0.75, ORIGIN, on + UP * 0.07, ZERO), (1.0, ORIGIN, on, ZERO)]
@@ -585,13 +586,26 @@ def _layout(rng: np.random.Generator, tool: ObjectModel, target: ObjectModel | N
     return _pose(_rot("z", yaw), p_tool), target_pose, direction
 
 
-def generate_scene(seed: int, config: SynthConfig | None = None, split: str | None = None) -> Scene:
-    """One procedural scene, fully determined by ``seed`` and ``config``.
+def check_triplet(action: str, tool: str, target: str | None) -> None:
+    """Raise ValueError unless (action, tool, target) is in the vocabulary ``ACTIONS``."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; known: {sorted(ACTIONS)}")
+    _, tools, targets = ACTIONS[action]
+    if tool not in tools:
+        raise ValueError(f"action {action!r} takes a tool in {tools}, got {tool!r}")
+    if (target is None) != (not targets) or (target is not None and target not in targets):
+        raise ValueError(f"action {action!r} takes a target in {targets or (None,)}, got {target!r}")
+
+
+def generate_scene(seed: int, config: SynthConfig | None = None, split: str | None = None,
+                   triplet: tuple[str, str, str | None] | None = None) -> Scene:
+    """One procedural scene, fully determined by ``seed``, ``config`` and the optional choices.
 
     Args:
         seed: random seed (non-negative int).
         config: generator settings (defaults: 9 frames, 64x64, 1600 points).
         split: draw only "train" or only "test" triplets (``HELDOUT``), or None for any.
+        triplet: force (action, tool, target) instead of drawing one (``split`` is then unused).
     Returns:
         A Scene with 12 cameras (V = 12), videos (V, F, H, W, 3), depth (V, F, H, W) metres,
         tracks_world (F, K, 3) metres, labels (K,) and meta {seed, action, tool, target, split}.
@@ -602,6 +616,9 @@ def generate_scene(seed: int, config: SynthConfig | None = None, split: str | No
     layout_seq, look_seq, track_seq = np.random.SeedSequence(int(seed)).spawn(3)
     rng = np.random.default_rng(layout_seq)
     action, tool_kind, target_kind = sample_triplet(rng, split)
+    if triplet is not None:
+        check_triplet(*triplet)
+        action, tool_kind, target_kind = triplet
     tool = make_object(tool_kind, rng)
     target = make_object(target_kind, rng) if target_kind else None
     tool_pose, target_pose, direction = _layout(rng, tool, target)
@@ -643,7 +660,7 @@ def generate_scene(seed: int, config: SynthConfig | None = None, split: str | No
     skin = SKIN_TONES[look.integers(len(SKIN_TONES))] * look.uniform(0.95, 1.05)
     sleeve = PALETTE[look.integers(len(PALETTE))]
     light = _unit(np.array([*look.uniform(-0.5, 0.5, 2), 1.0]))
-    spacing = sample_spacing(cameras, LOOK_AT, reach=0.25, fraction=config.spacing_px)
+    spacing = sample_spacing(cameras, LOOK_AT, reach=0.2, fraction=config.spacing_px)
 
     def surfaces(spacing: float) -> SurfaceSamples:
         items = [tool.surface(spacing, PART_TOOL), hand_surface(spacing, skin, sleeve, int(seed) % (1 << 20))]
@@ -689,7 +706,7 @@ def scene_seed(seed: int, index: int) -> int:
 
 
 def write_scenes(out: str | Path, num_scenes: int, seed: int = 0, config: SynthConfig | None = None,
-                 progress: bool = False, split: str | None = None, workers: int = 2) -> list[Path]:
+                 progress: bool = False, split: str | None = None, workers: int = 4) -> list[Path]:
     """Generate ``num_scenes`` scenes and save them as ``out/scene_00000`` ...
 
     Args:
