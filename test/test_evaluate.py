@@ -85,6 +85,10 @@ def test_perturbed_and_static_predictions_are_worse(gt, perfect):
     torn = E.evaluate_scene(split_views, gt)["metrics"]
     assert torn["RPE-MV"] > good["RPE-MV"] + 2 and torn["RPE-fused"] > good["RPE-fused"] + 1
     assert torn["RPE"] == 0
+    blank = Scene(gt.cameras, gt.videos, gt.tracks_world, gt.labels, gt.text, pseudo_videos=np.zeros_like(videos),
+                  depth_ranges=perfect.depth_ranges)
+    empty = E.evaluate_scene(blank, gt)
+    assert math.isnan(empty["metrics"]["RPE-MV"]) and "no track was decoded" in empty["unavailable"]["PI-fused"]
 
     # A do-nothing prediction: every point's error is its displacement since frame 0.
     frozen = np.repeat(gt.tracks_world[:1], gt.num_frames, axis=0)
@@ -261,7 +265,7 @@ def test_tables(tmp_path, gt, perfect):
         E.ablation_table({})
 
 
-def test_cli_end_to_end(split, tmp_path, capsys):
+def test_cli_end_to_end(split, tmp_path, capsys, caplog):
     assert main(["eval", "--pred", str(split / "pred" / "scene_b"), "--gt", str(split / "gt" / "scene_b"),
                  "--json", str(tmp_path / "one.json"), "--md", str(tmp_path / "one.md")]) == 0
     printed = capsys.readouterr().out
@@ -275,5 +279,7 @@ def test_cli_end_to_end(split, tmp_path, capsys):
     assert json.loads((tmp_path / "all.json").read_text())["missing_predictions"] == ["scene_c"]
 
     assert main(["eval", "--pred", str(split / "pred" / "scene_a")]) == 2
+    assert "either --pred and --gt" in caplog.text
     assert main(["eval", "--pred", str(split / "pred" / "scene_a"), "--gt", str(split / "gt" / "scene_b")]) == 2
+    assert "camera 'cam00': intrinsics K differ" in caplog.text       # another scene's camera rig
 

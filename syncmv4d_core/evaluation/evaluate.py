@@ -239,6 +239,9 @@ def evaluate_scene(pred: Scene, gt: Scene, dino_dir: str | Path | None = None, c
         values.update(_consistency(pred))
         if pred.num_views < 2:
             unavailable["RPE-MV"] = unavailable["PI-MV"] = "needs two or more views"
+        for key in ("RPE-MV", "PI-MV", "RPE-fused", "PI-fused"):
+            if values[key] is not None and math.isnan(values[key]):
+                unavailable[key] = "no track was decoded from the pseudo videos (in two views, for -MV)"
 
     # 4. Video metrics.
     if pred.num_views >= 2:
