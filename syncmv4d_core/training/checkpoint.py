@@ -1,0 +1,204 @@
+"""Checkpoints: safetensors weights + a weights-only-loadable training state, written atomically.
+
+Layout of ``<out_dir>/checkpoints``::
+
+    latest                       name of the newest complete checkpoint (rewritten last)
+    step_0000200/
+        model.safetensors        model state_dict (never pickle)
+        state.pt                 step / stage counters, optimizer state, config; torch.save of plain
+                                 tensors, numbers, strings, lists and dicts (torch.load(weights_only=True))
+        rng_rank<r>.pt           RNG states of process r: torch (CPU + CUDA), numpy, python ``random``,
+                                 the loss generator; numpy / python states converted to tensors and lists
+        config.json              the run's config, human-readable
+
+A checkpoint is written into a hidden sibling directory that is renamed into place when complete,
+and every file inside is itself written as a temp file + ``os.replace``; ``latest`` is updated
+after the rename. A process killed at any moment therefore leaves the previous checkpoint (and
+its ``latest``) intact; ``latest_checkpoint`` ignores half-written directories.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "state.pt"
+CONFIG_FILE = "config.json"
+LATEST = "latest"
+PARTIAL_PREFIX = ".partial_"
+
+
+def checkpoint_name(global_step: int) -> str:
+    """Directory name of the checkpoint after ``global_step`` optimizer steps."""
+    return f"step_{global_step:07d}"
+
+
+def rng_file(rank: int) -> str:
+    """File name of process ``rank``'s RNG states."""
+    return f"rng_rank{rank}.pt"
+
+
+# ---------------------------------------------------------------------------------- atomic files
+def _atomic(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then ``os.replace`` it onto ``path`` (same directory, so atomic)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor]) -> None:
+    """Write a state_dict as safetensors, atomically (tensors sharing memory are copied apart)."""
+    seen: set[int] = set()
+    tensors = {}
+    for name, tensor in state_dict.items():
+        tensor = tensor.detach().cpu().contiguous()
+        if tensor.numel() and tensor.untyped_storage().data_ptr() in seen:
+            tensor = tensor.clone()  # safetensors refuses tensors that share storage (tied weights)
+        seen.add(tensor.untyped_storage().data_ptr())
+        tensors[name] = tensor
+    _atomic(Path(path), lambda tmp: save_file(tensors, str(tmp)))
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state_dict from safetensors (no pickle).
+
+    Args:
+        path: a ``.safetensors`` file, a checkpoint directory, or a checkpoints root with ``latest``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / LATEST).is_file():
+            path = resolve_latest(path)
+        path = path / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights at {path}")
+    return load_file(str(path))
+
+
+def save_state(path: str | Path, state: dict) -> None:
+    """``torch.save`` a dict of tensors / numbers / strings / lists / dicts atomically."""
+    _atomic(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: str | Path) -> dict:
+    """Inverse of ``save_state``; refuses anything but plain data (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no training state at {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_json(path: str | Path, data: dict) -> None:
+    """Write JSON atomically."""
+    _atomic(Path(path), lambda tmp: tmp.write_text(json.dumps(data, indent=1)))
+
+
+# ---------------------------------------------------------------------------------- RNG states
+def rng_state(generator: torch.Generator | None = None) -> dict:
+    """Every RNG state of this process as weights-only-loadable data.
+
+    Returns:
+        dict with ``torch`` (uint8 tensor), ``cuda`` (list of uint8 tensors, one per device),
+        ``numpy`` (MT19937 key as int64 tensor + pos / gauss fields), ``python`` (state as int64
+        tensor + gauss_next) and ``generator`` (the loss generator's uint8 state, if given).
+    """
+    _, key, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached)},
+        "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+                   "gauss_next": gauss_next},
+        "generator": None if generator is None else generator.get_state(),
+    }
+
+
+def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None:
+    """Restore what ``rng_state`` captured (and the loss generator when both exist)."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["key"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss_next"]))
+    if generator is not None:
+        if state["generator"] is None:
+            raise ValueError("the checkpoint holds no generator state to restore")
+        generator.set_state(state["generator"])
+
+
+# ---------------------------------------------------------------------------------- directories
+def partial_dir(root: str | Path, name: str) -> Path:
+    """The hidden directory checkpoint ``name`` is written into before ``commit_checkpoint``."""
+    return Path(root) / f"{PARTIAL_PREFIX}{name}"
+
+
+def begin_checkpoint(root: str | Path, name: str) -> Path:
+    """Create a fresh ``partial_dir`` for checkpoint ``name`` (a stale one is removed) and return it."""
+    partial = partial_dir(root, name)
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    return partial
+
+
+def commit_checkpoint(partial: str | Path, keep: int) -> Path:
+    """Rename a completed ``begin_checkpoint`` directory into place, point ``latest`` at it, prune.
+
+    Args:
+        partial: the directory returned by ``begin_checkpoint``, with all files written.
+        keep: how many of the newest checkpoints to keep (>= 1).
+    Returns:
+        The final checkpoint directory.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    partial = Path(partial)
+    root = partial.parent
+    final = root / partial.name[len(PARTIAL_PREFIX):]
+    if final.exists():  # the same step written again (e.g. a stage end that is also a ckpt_every step)
+        shutil.rmtree(final)
+    os.replace(partial, final)
+    _atomic(root / LATEST, lambda tmp: tmp.write_text(final.name + "\n"))
+    complete = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
+    for old in complete[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def resolve_latest(root: str | Path) -> Path:
+    """The checkpoint directory named by ``root/latest`` (FileNotFoundError if missing)."""
+    root = Path(root)
+    pointer = root / LATEST
+    if not pointer.is_file():
+        raise FileNotFoundError(f"{pointer} not found: no complete checkpoint under {root}")
+    path = root / pointer.read_text().strip()
+    if not (path / MODEL_FILE).is_file() or not (path / STATE_FILE).is_file():
+        raise FileNotFoundError(f"{pointer} names {path.name}, which is incomplete or missing")
+    return path
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The newest complete checkpoint under ``root``, or None when there is none yet."""
+    return resolve_latest(root) if (Path(root) / LATEST).is_file() else None
+
+
+__all__ = [
+    "save_weights", "load_weights", "save_state", "load_state", "save_json", "rng_state", "set_rng_state",
+    "partial_dir", "begin_checkpoint", "commit_checkpoint", "resolve_latest", "latest_checkpoint", "checkpoint_name", "rng_file",
+    "MODEL_FILE", "STATE_FILE", "CONFIG_FILE",
+]
