@@ -10,6 +10,7 @@ from .scene import HAND, LABEL_NAMES, TARGET, TOOL, UNKNOWN, Scene
 
 LABEL_COLORS = {UNKNOWN: "#bbbbbb", HAND: "#ff3b30", TOOL: "#34c759", TARGET: "#0a84ff"}
 TRAIL = 3  # frames of history drawn behind each overlaid track
+MAX_TRAILS = 120  # trails are drawn for an evenly spaced subset of the tracks only (readability)
 OCCLUSION_TOLERANCE = 0.01  # metres: a track is drawn as visible if within this of the rendered depth
 
 
@@ -69,22 +70,23 @@ def render_preview(scene: Scene, out_path: str | Path, max_views: int = 3, max_f
     fig = plt.figure(figsize=(cell * (len(frames) + 2.2), cell * H / W * len(views) + 0.9))
     grid = fig.add_gridspec(len(views), len(frames) + 2, wspace=0.04, hspace=0.06)
     colors = np.array([LABEL_COLORS.get(int(lab), LABEL_COLORS[UNKNOWN]) for lab in scene.labels])
-    marker = max(0.5, 6.0 * min(H, W) / 256 / np.sqrt(max(scene.num_points, 1) / 400))
+    marker = max(0.3, 3.0 * min(H, W) / 256 / np.sqrt(max(scene.num_points, 1) / 400))
     for r, v in enumerate(views):
         for c, f in enumerate(frames):
             ax = fig.add_subplot(grid[r, c])
             ax.imshow(scene.videos[v, f], interpolation="nearest")
             uv, vis = visible_tracks(scene, v, f)
-            for back in range(1, TRAIL + 1):
-                if f - back < 0:
-                    break
-                uv_prev, vis_prev = visible_tracks(scene, v, f - back)
-                both = vis & vis_prev
-                segs = np.stack([uv_prev[both], uv[both] if back == 1 else visible_tracks(scene, v, f - back + 1)[0][both]], axis=1)
+            trail = np.zeros(scene.num_points, bool)
+            trail[:: max(1, scene.num_points // MAX_TRAILS)] = True
+            newer_uv, newer_vis = uv, vis & trail
+            for back in range(1, min(TRAIL, f) + 1):
+                older_uv, older_vis = visible_tracks(scene, v, f - back)
+                both = newer_vis & older_vis
                 for lab in np.unique(scene.labels[both]):
-                    pick = scene.labels[both] == lab
-                    ax.plot(segs[pick, :, 0].T, segs[pick, :, 1].T, color=LABEL_COLORS.get(int(lab)), lw=0.5,
-                            alpha=0.6 * (1 - (back - 1) / TRAIL))
+                    sel = both & (scene.labels == lab)
+                    ax.plot(np.stack([older_uv[sel, 0], newer_uv[sel, 0]]), np.stack([older_uv[sel, 1], newer_uv[sel, 1]]),
+                            color=LABEL_COLORS.get(int(lab)), lw=0.6, alpha=0.8 * (1 - (back - 1) / TRAIL))
+                newer_uv, newer_vis = older_uv, both
             ax.scatter(uv[vis, 0], uv[vis, 1], s=marker, c=colors[vis], linewidths=0)
             ax.set_xlim(-0.5, W - 0.5)
             ax.set_ylim(H - 0.5, -0.5)

@@ -489,7 +489,7 @@ def _plan(action: str, c: _Context) -> list[Key]:
         drift = np.append(u(-0.03, 0.03, 2), u(0.12, 0.18))
         return start + [(0.6, ORIGIN, c.world(ORIGIN) + drift * [0.5, 0.5, 0.8], ZERO), (1.0, ORIGIN, c.world(ORIGIN) + drift, ZERO)]
     if action == "rotate":
-        turn = UP * u(1.1, 1.9) * c.rng.choice([-1, 1])
+        turn = UP * u(1.0, 1.5) * c.rng.choice([-1, 1])
         up = c.world(ORIGIN) + UP * 0.04
         return start + [(0.25, ORIGIN, up, ZERO), (0.75, ORIGIN, up, turn), (1.0, ORIGIN, c.world(ORIGIN), turn)]
     if action == "shake":
