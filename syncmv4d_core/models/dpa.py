@@ -36,7 +36,6 @@ sub-layer (shift, scale, gate; gates start at zero so every block starts as the 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 from dataclasses import dataclass
 
@@ -48,8 +47,6 @@ from syncmv4d_core.diffusion.flow import NUM_TRAIN_TIMESTEPS
 from syncmv4d_core.diffusion.points import coarse_track_frame
 from syncmv4d_core.models.point import ORDERS, Point
 from syncmv4d_core.models.spconv_cpu import SubMConv3d
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,11 @@ segment index, so that sorting by code also groups points by segment.
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import spconv.pytorch as spconv
 import torch
 from torch import Tensor
-
-logger = logging.getLogger(__name__)
 
 ORDERS = ("z", "z-trans", "hilbert", "hilbert-trans")
 """Serialization orders, in the order DPA's blocks cycle through them."""
@@ -365,8 +362,3 @@ class Point:
             frame=frame,
         )
         return pooled, cluster
-
-    def with_feat(self, feat: Tensor) -> Point:
-        """A shallow copy with new features (N, C'); the spconv tensor is dropped if its
-        features no longer match (it is rebuilt on the next :meth:`sparsify`)."""
-        return replace(self, feat=feat)
