@@ -341,6 +341,56 @@ def to_uint8(pseudo_video: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(np.asarray(pseudo_video, dtype=np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def _core_pixels(video: np.ndarray, unit: float, foreground_threshold: float):
+    """Splat-interior pixels of a (F, H, W, 3) pseudo video and the anchors their colours encode.
+
+    Returns:
+        f, y, x: (N,) frame, row, column of the drawn pixels that are nearly as bright as the
+            brightest pixel of their 3x3 neighbourhood; colour: (N, 3) in [0, 1];
+        decoded_anchor: (N, 2) pixels ``(R W - 0.5, G H - 0.5)``.
+    """
+    height, width = video.shape[1:3]
+    brightness = np.maximum(np.maximum(video[..., 0], video[..., 1]), video[..., 2])  # (F, H, W)
+    f, y, x = np.nonzero(brightness > foreground_threshold * unit)         # (N,) drawn pixels
+    local_max = np.stack([cv2.dilate(frame, _NEIGHBOURHOOD) for frame in brightness])
+    core = brightness[f, y, x] >= CORE_RATIO * local_max[f, y, x]
+    f, y, x = f[core], y[core], x[core]                                    # splat-interior pixels
+    colour = video[f, y, x].astype(np.float64) / unit                      # (N, 3) in [0, 1]
+    decoded_anchor = colour[:, :2] * (width, height) - 0.5                 # (N, 2) pixels
+    return f, y, x, colour, decoded_anchor
+
+
+def anchors_from_pseudo_frame0(frame: np.ndarray, radius: int | None = None,
+                               max_anchor_error: float = DEFAULT_MAX_ANCHOR_ERROR,
+                               foreground_threshold: float = FOREGROUND_THRESHOLD) -> np.ndarray:
+    """The anchors a generated pseudo video holds, read from its frame 0.
+
+    In frame 0 every track is drawn at its anchor, so a splat pixel's colour must decode to an
+    anchor within ``radius + max_anchor_error`` pixels of the pixel itself; pixels that do not
+    (noise, a not yet denoised estimate) are ignored. Decoded anchors are rounded to whole pixels,
+    and an anchor within one pixel of one decoded by more pixels is dropped as its duplicate.
+
+    Args:
+        frame: (H, W, 3) float in [0, 1] or uint8, frame 0 of a pseudo video.
+        radius: splat radius in pixels (default: ``default_radius`` of the frame size).
+    Returns:
+        (A, 2) float32 anchor pixels (u0, v0), possibly A = 0.
+    """
+    video, unit = _check_video(np.asarray(frame)[None])
+    height, width = video.shape[1:3]
+    radius = default_radius(height, width) if radius is None else radius
+    _, y, x, _, decoded = _core_pixels(video, unit, foreground_threshold)
+    cells = np.rint(decoded).astype(np.int64)
+    keep = (np.abs(decoded - np.stack([x, y], -1)).max(-1) <= radius + max_anchor_error) \
+        & (cells >= 0).all(-1) & (cells[:, 0] < width) & (cells[:, 1] < height)
+    cells, counts = np.unique(cells[keep], axis=0, return_counts=True)
+    kept: list[np.ndarray] = []
+    for i in np.argsort(-counts, kind="stable"):
+        if all(np.abs(cells[i] - k).max() > 1 for k in kept):
+            kept.append(cells[i])
+    return np.asarray(kept, dtype=np.float32).reshape(-1, 2)
+
+
 def decode_pseudo_video(pseudo_video: np.ndarray, camera: Camera, depth_range: np.ndarray, anchors_uv: np.ndarray,
                         max_anchor_error: float = DEFAULT_MAX_ANCHOR_ERROR,
                         foreground_threshold: float = FOREGROUND_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
@@ -374,13 +424,7 @@ def decode_pseudo_video(pseudo_video: np.ndarray, camera: Camera, depth_range: n
     candidates = np.flatnonzero(visible)
     if candidates.size == 0:
         return tracks, valid
-    brightness = np.maximum(np.maximum(video[..., 0], video[..., 1]), video[..., 2])  # (F, H, W)
-    f, y, x = np.nonzero(brightness > foreground_threshold * unit)         # (N,) drawn pixels
-    local_max = np.stack([cv2.dilate(frame, _NEIGHBOURHOOD) for frame in brightness])
-    core = brightness[f, y, x] >= CORE_RATIO * local_max[f, y, x]
-    f, y, x = f[core], y[core], x[core]                                    # splat-interior pixels
-    colour = video[f, y, x].astype(np.float64) / unit                      # (N, 3) in [0, 1]
-    decoded_anchor = colour[:, :2] * (width, height) - 0.5                 # (N, 2) pixels
+    f, y, x, colour, decoded_anchor = _core_pixels(video, unit, foreground_threshold)
     dist, nearest = cKDTree(anchors[candidates]).query(decoded_anchor, distance_upper_bound=max_anchor_error)
     pixel = np.flatnonzero(np.isfinite(dist))                              # (M,) identified pixels
     group = f[pixel] * num_points + candidates[nearest[pixel]]             # (M,) frame * K + track

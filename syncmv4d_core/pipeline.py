@@ -1,0 +1,281 @@
+"""SyncMV4DPipeline: reference images + cameras + text -> multi-view videos and metric 4D tracks.
+
+The sampling loop with the closed loop of the paper (Sec. 3.5), one iteration per scheduler step:
+
+1. MJD denoising step (``diffusion.sampling.mjd_denoise_step``): the reference latents replace
+   frame 0 of the video latents; the guidance latent of the previous iteration is added to the
+   motion input; returns the updated latents, the one-step clean estimates and the depth ranges s.
+2. The clean motion estimate is decoded into pseudo videos and, with s, into per-view coarse
+   tracks in the world frame (``objectives.decode_coarse_tracks``).
+3. DPA advances its own rectified flow over the K world tracks, conditioned on the coarse tracks:
+   v = DPA(M_t, M_hat, t); its clean estimate M_bar = M_t - t v; Euler step to the next t.
+4. M_bar is reprojected and normalised into per-view pseudo videos, encoded, and becomes the
+   guidance latent of the next MJD step (``cycle=True``).
+
+DPA's track state starts, at the first step whose coarse estimate has a valid point, from noise
+placed at the coarse tracks' centre and scale (``diffusion.points``); before that, and when
+``use_dpa=False``, MJD runs without guidance. Ablations: ``use_dpa=False`` fuses the per-view
+decoded tracks directly; ``cycle=False`` runs DPA alongside MJD but never feeds it back;
+``single_view=True`` generates each view on its own (no inter-view attention, no cross-view
+coarse tracks).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .cameras import Camera
+from .diffusion.points import coarse_track_frame, sample_track_noise
+from .diffusion.sampling import make_scheduler, mjd_denoise_step
+from .scene import UNKNOWN, Scene
+from .tracks import to_uint8
+from .training.objectives import SyncMV4DModel, clamp_depth_ranges, decode_coarse_tracks, encode_track_guidance
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "tiny"
+WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def save_pretrained(model: SyncMV4DModel, directory: str | Path) -> Path:
+    """Write ``model.safetensors`` (MJD, DPA, text encoder, codec weights) and ``config.json``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS_FILE))
+    (directory / CONFIG_FILE).write_text(json.dumps(model.config, indent=1))
+    return directory
+
+
+def load_pretrained(directory: str | Path, device: str = "cpu") -> SyncMV4DModel:
+    """Inverse of ``save_pretrained`` (safetensors only: loading never executes code)."""
+    directory = Path(directory)
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"checkpoint {directory} lacks {name} (expected {WEIGHTS_FILE} + {CONFIG_FILE})")
+    model = SyncMV4DModel.from_config(json.loads((directory / CONFIG_FILE).read_text()))
+    missing, unexpected = model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {directory} does not fit its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model.to(device).eval()
+
+
+def fuse_coarse_tracks(coarse: np.ndarray, mask: np.ndarray, num_tracks: int, anchors: np.ndarray | None = None,
+                       rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fuse per-view decoded tracks into one world track set without DPA (the "no DPA" ablation).
+
+    Candidates are the (view, track) pairs decoded in frame 0; frames where a track was not
+    decoded take the position of the nearest decoded frame. ``num_tracks`` candidates are drawn
+    (all if fewer).
+
+    Args:
+        coarse: (V, F, Kc, 3) metres; mask: (V, F, Kc) bool.
+    Returns:
+        tracks: (F, K, 3) float32 metres; source: (K, 2) int (view, index in that view).
+    """
+    V, Fn, Kc = mask.shape
+    views, idx = np.nonzero(mask[:, 0])
+    if views.size == 0:
+        raise ValueError("no track was decoded in frame 0 of any view: nothing to fuse")
+    rng = rng or np.random.default_rng(0)
+    pick = rng.choice(views.size, size=min(num_tracks, views.size), replace=False)
+    views, idx = views[pick], idx[pick]
+    tracks = coarse[views, :, idx].transpose(1, 0, 2).copy()  # (F, K, 3)
+    valid = mask[views, :, idx].T  # (F, K)
+    frames = np.arange(Fn)
+    for k in np.flatnonzero(~valid.all(0)):
+        good = np.flatnonzero(valid[:, k])
+        nearest = good[np.abs(frames[:, None] - good[None]).argmin(1)]
+        tracks[:, k] = tracks[nearest, k]
+    return tracks.astype(np.float32), np.stack([views, idx], 1)
+
+
+def track_anchors(tracks_world: np.ndarray, cameras: list[Camera]) -> np.ndarray:
+    """Identity (view, u0, v0) of each track: the view where its frame-0 point is nearest the camera
+    among those that see it in the image, and its pixel there; (-1, nan, nan) if no view does.
+
+    Args:
+        tracks_world: (F, K, 3) metres.
+    Returns:
+        (K, 3) float32.
+    """
+    K = tracks_world.shape[1]
+    best = np.full(K, np.inf)
+    out = np.full((K, 3), np.nan, dtype=np.float32)
+    out[:, 0] = -1
+    for v, cam in enumerate(cameras):
+        uv, depth = cam.project(tracks_world[0])
+        better = cam.in_image(uv, depth) & (depth < best)
+        best[better] = depth[better]
+        out[better, 0] = v
+        out[better, 1:] = uv[better]
+    return out
+
+
+class SyncMV4DPipeline:
+    """Generates a Scene from V reference images (some may be missing), cameras and a task text."""
+
+    def __init__(self, model: SyncMV4DModel, fps: float = 8.0):
+        self.model = model.eval()
+        self.fps = fps
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | None = None, device: str = "cpu") -> "SyncMV4DPipeline":
+        """Load a checkpoint directory (``model.safetensors`` + ``config.json``); None: the built-in tiny model."""
+        return cls(load_pretrained(DEFAULT_CHECKPOINT if path is None else path, device))
+
+    # ------------------------------------------------------------------ input checks
+    def check_inputs(self, images: list[np.ndarray | None], cameras: list[Camera], text: str, num_frames: int,
+                     num_steps: int) -> None:
+        """ValueError for any input that cannot be generated from, before any compute."""
+        if not cameras:
+            raise ValueError("need at least one camera")
+        if len(images) != len(cameras):
+            raise ValueError(f"got {len(images)} reference images for {len(cameras)} cameras; pass None for a missing view")
+        max_views = self.model.mjd.config.max_views
+        if len(cameras) > max_views:
+            raise ValueError(f"{len(cameras)} views exceed the model's max_views={max_views}")
+        sizes = {(c.height, c.width) for c in cameras}
+        if len(sizes) != 1:
+            raise ValueError(f"all cameras must have the same image size, got {sorted(sizes)}")
+        height, width = sizes.pop()
+        for cam, image in zip(cameras, images):
+            if image is None:
+                continue
+            if image.dtype != np.uint8 or image.shape != (height, width, 3):
+                raise ValueError(f"reference image of camera {cam.name!r} must be ({height}, {width}, 3) uint8 RGB "
+                                 f"like its camera, got {image.shape} {image.dtype}; resize the image and the camera "
+                                 f"together (Camera.resize)")
+        if num_frames < 1 or (num_frames - 1) % self.model.codec.temporal_compression:
+            raise ValueError(f"num_frames={num_frames} must be {self.model.codec.temporal_compression}n+1")
+        _, h, w = self.model.codec.latent_shape(num_frames, height, width)
+        p = self.model.mjd.config.patch_size
+        if h % p[1] or w % p[2]:
+            raise ValueError(f"image size {width}x{height} must be a multiple of "
+                             f"{self.model.codec.spatial_compression * p[1]} pixels")
+        if num_steps < 1:
+            raise ValueError(f"num_steps={num_steps} must be >= 1")
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a string, got {type(text).__name__}")
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def __call__(self, images: list[np.ndarray | None], cameras: list[Camera], text: str, num_frames: int = 9,
+                 num_steps: int = 20, guidance_scale: float = 3.0, seed: int = 0,
+                 callback: ProgressCallback | None = None, use_dpa: bool = True, cycle: bool = True,
+                 single_view: bool = False, scheduler: str = "unipc", flow_shift: float = 3.0) -> Scene:
+        """Generate V videos, V motion pseudo videos, per-view depth ranges and world tracks.
+
+        Args:
+            images: V reference frames (H, W, 3) uint8 RGB, None where a view has none.
+            cameras: V cameras (same size as the images; world frame, metres).
+            text: the task, e.g. "lift the cup".
+            num_frames: F = 4n+1; num_steps: denoising steps; guidance_scale: text CFG scale.
+            callback(step, total): called after every denoising step (total = num_steps, or
+                V * num_steps when ``single_view``).
+        Returns:
+            Scene with videos (V, F, H, W, 3) uint8, pseudo_videos (V, F, H, W, 3) uint8,
+            tracks_world (F, K, 3) metres, labels UNKNOWN, depth_ranges (V, 2) metres,
+            track_anchors (K, 3).
+        """
+        self.check_inputs(images, cameras, text, num_frames, num_steps)
+        if single_view:
+            return self._single_view(images, cameras, text, num_frames, num_steps, guidance_scale, seed, callback,
+                                     use_dpa, cycle, scheduler, flow_shift)
+        return self._generate(images, cameras, text, num_frames, num_steps, guidance_scale, seed, callback, use_dpa,
+                              cycle, scheduler, flow_shift)
+
+    def _generate(self, images, cameras, text, num_frames, num_steps, guidance_scale, seed, callback, use_dpa, cycle,
+                  scheduler, flow_shift, step_offset: int = 0, total_steps: int | None = None) -> Scene:
+        model, device = self.model, self.model.device
+        generator = torch.Generator().manual_seed(seed)
+        height, width = cameras[0].height, cameras[0].width
+        V = len(cameras)
+
+        # 1. Conditions: text (+ empty text for CFG), reference latents
+        text_emb = model.text_encoder.encode([text]).to(device)
+        uncond = model.text_encoder.encode([""]).to(device)
+        refs = np.zeros((1, V, 1, height, width, 3), dtype=np.float32)
+        ref_mask = torch.zeros(1, V, dtype=torch.bool)
+        for v, image in enumerate(images):
+            if image is not None:
+                refs[0, v, 0] = image.astype(np.float32) / 255.0
+                ref_mask[0, v] = True
+        ref_latents = model.encode_videos(torch.from_numpy(refs).to(device))  # (1, V, C, 1, h, w)
+        ref_mask = ref_mask.to(device)
+
+        # 2. Schedulers (shared timesteps) and initial noise
+        video_sched = make_scheduler(scheduler, flow_shift)
+        video_sched.set_timesteps(num_steps, device=device)
+        motion_sched = make_scheduler(scheduler, flow_shift)
+        motion_sched.set_timesteps(num_steps, device=device)
+        sigmas = video_sched.sigmas.float().cpu()
+        latent_shape = (1, V, model.codec.channels, *model.codec.latent_shape(num_frames, height, width))
+        video = torch.randn(latent_shape, generator=generator).to(device)
+        motion = torch.randn(latent_shape, generator=generator).to(device)
+
+        # 3. Denoising with the closed loop
+        cams = [cameras]
+        track_state, guidance, coarse, mask, depth = None, None, None, None, None
+        total = total_steps or len(video_sched.timesteps)
+        for i in range(len(video_sched.timesteps)):
+            res = mjd_denoise_step(model.mjd, video_sched, motion_sched, i, video, motion, text_emb, uncond,
+                                   ref_latents, ref_mask, guidance, guidance_scale)
+            video, motion = res.video_latents, res.motion_latents
+            depth = clamp_depth_ranges(res.depth_range)  # (1, V, 2)
+            coarse, mask = decode_coarse_tracks(model.decode_latents(res.motion_x0), depth, cams)
+            if use_dpa and bool(mask.any()):
+                sigma, sigma_next = sigmas[i].to(device), sigmas[i + 1].to(device)
+                if track_state is None:
+                    centre, scale = coarse_track_frame(coarse, mask)
+                    shape = (1, num_frames, model.config["num_tracks"], 3)
+                    track_state = sample_track_noise(shape, centre.cpu(), scale.cpu(), generator).to(device)
+                velocity = model.dpa(track_state, coarse, sigma.expand(1), mask)
+                refined = track_state - sigma * velocity  # M_bar, (1, F, K, 3)
+                track_state = track_state + (sigma_next - sigma) * velocity
+                guidance = encode_track_guidance(model, refined, depth, cams) if cycle else None
+            if callback is not None:
+                callback(step_offset + i + 1, total)
+
+        # 4. Outputs
+        videos = (model.decode_latents(video)[0].cpu().numpy() * 255.0).round().astype(np.uint8)
+        pseudo = to_uint8(model.decode_latents(motion)[0].cpu().numpy())
+        depth_ranges = depth[0].cpu().numpy()
+        if track_state is not None:
+            tracks = track_state[0].cpu().numpy().astype(np.float32)
+        else:
+            if use_dpa:
+                logger.warning("no coarse track was ever decoded; falling back to fusing the final per-view tracks")
+            tracks, _ = fuse_coarse_tracks(coarse[0].cpu().numpy(), mask[0].cpu().numpy(), model.config["num_tracks"],
+                                           rng=np.random.default_rng(seed))
+        meta = {"generated": True, "seed": seed, "num_steps": num_steps, "guidance_scale": guidance_scale,
+                "use_dpa": use_dpa, "cycle": cycle, "scheduler": scheduler, "flow_shift": flow_shift}
+        return Scene(list(cameras), videos, tracks, np.full(tracks.shape[1], UNKNOWN, np.uint8), text, self.fps,
+                     pseudo_videos=pseudo, depth_ranges=depth_ranges, track_anchors=track_anchors(tracks, cameras),
+                     meta=meta)
+
+    def _single_view(self, images, cameras, text, num_frames, num_steps, guidance_scale, seed, callback, use_dpa, cycle,
+                     scheduler, flow_shift) -> Scene:
+        """Each view generated on its own; tracks of all views pooled and subsampled to K."""
+        V = len(cameras)
+        scenes = [self._generate([images[v]], [cameras[v]], text, num_frames, num_steps, guidance_scale, seed + v,
+                                 callback, use_dpa, cycle, scheduler, flow_shift, v * num_steps, V * num_steps)
+                  for v in range(V)]
+        pooled = np.concatenate([s.tracks_world for s in scenes], axis=1)
+        keep = np.sort(np.random.default_rng(seed).choice(pooled.shape[1], self.model.config["num_tracks"], replace=False))
+        tracks = pooled[:, keep]
+        meta = dict(scenes[0].meta, single_view=True)
+        return Scene(list(cameras), np.concatenate([s.videos for s in scenes]), tracks,
+                     np.full(tracks.shape[1], UNKNOWN, np.uint8), text, self.fps,
+                     pseudo_videos=np.concatenate([s.pseudo_videos for s in scenes]),
+                     depth_ranges=np.concatenate([s.depth_ranges for s in scenes]),
+                     track_anchors=track_anchors(tracks, cameras), meta=meta)
