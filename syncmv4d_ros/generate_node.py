@@ -1,6 +1,7 @@
 """ROS 2 node: synchronised camera images + a task text -> SyncMV4D 4D point tracks and videos.
 
 Inputs: every camera's Image and CameraInfo (sensor-data QoS) and the task text (std_msgs/String).
+An action ``generate_hoi`` (GenerateHOI) offers the same as a request/response with feedback.
 Outputs: HOITracks (reliable, transient local, depth 1: a late planner still gets the last
 result), one HOIVideo per view, the tracks as PointCloud2 (x, y, z, t, label) and as a
 MarkerArray, and GenerationStatus (progress at every denoising step).
@@ -25,8 +26,10 @@ from typing import Callable
 import numpy as np
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.action import ActionServer
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -47,12 +50,15 @@ from syncmv4d_ros.conversions import (
     tracks_to_point_cloud,
     video_to_msg,
 )
+from syncmv4d_ros.action import GenerateHOI
 from syncmv4d_ros.msg import GenerationStatus, HOITracks, HOIVideo
 from syncmv4d_ros.sync import ApproximateTimeSynchronizer
 
 # A pipeline maps (images, cameras, text, num_frames, num_steps, guidance_scale, seed, callback) to a Scene.
 Pipeline = Callable[..., Scene]
 PipelineFactory = Callable[[str | None, str], Pipeline]
+# Told every status of one request; the DONE status comes with the published HOITracks.
+StatusListener = Callable[[GenerationStatus, HOITracks | None], None]
 
 
 def load_pipeline(checkpoint: str | None, device: str) -> Pipeline:
@@ -81,6 +87,7 @@ class Request:
     num_steps: int
     guidance_scale: float
     seed: int
+    listener: StatusListener | None = None
 
 
 # Parameters that may change while the node runs, with their validity checks.
@@ -129,6 +136,7 @@ class GenerateNode(Node):
         self.declare_parameter("videos_topic", "/hoi_videos")
         self.declare_parameter("cloud_topic", "/hoi_tracks/cloud")
         self.declare_parameter("markers_topic", "/hoi_tracks/markers")
+        self.declare_parameter("action_name", "generate_hoi")
         self.camera_names: list[str] = list(self._param("camera_names"))
         if not self.camera_names or len(set(self.camera_names)) != len(self.camera_names) or "" in self.camera_names:
             raise ValueError(f"parameter camera_names must list unique non-empty names, got {self.camera_names}")
@@ -157,6 +165,7 @@ class GenerateNode(Node):
         # per camera is kept (intrinsics rarely change); the last input error per camera explains
         # a rejection when no valid set exists.
         self._lock = threading.Lock()
+        self._submit_lock = threading.Lock()
         self._sync = ApproximateTimeSynchronizer(self.camera_names, self._param("sync_slop"),
                                                  self._param("sync_queue_size"))
         self._infos: dict[str, CameraInfo] = {}
@@ -178,7 +187,12 @@ class GenerateNode(Node):
                                      qos_profile_sensor_data)
             self.create_subscription(CameraInfo, info_topic, lambda msg, n=name: self._on_camera_info(n, msg),
                                      qos_profile_sensor_data)
-        self.create_subscription(String, self._param("task_topic"), self._on_task, 10)
+        self.create_subscription(String, self._param("task_topic"), lambda msg: self.submit(msg.data), 10)
+        # The action's execute callback waits for the worker; a reentrant group lets a
+        # MultiThreadedExecutor run it next to the other callbacks.
+        self._action_server = ActionServer(self, GenerateHOI, self._param("action_name"),
+                                           execute_callback=self._execute_goal,
+                                           callback_group=ReentrantCallbackGroup())
 
         # 5. Worker. Generation takes seconds to minutes; running it in the subscription callback
         # would block the executor, so images, new tasks and parameter changes would stall.
@@ -248,26 +262,50 @@ class GenerateNode(Node):
         with self._lock:
             self._input_errors[(name, kind)] = message
 
-    def _on_task(self, msg: String) -> None:
+    def submit(self, task: str, listener: StatusListener | None = None) -> str:
+        """Queue a generation for ``task`` (or reject it, on the status topic); returns its request id."""
         request_id = uuid.uuid4().hex[:12]
-        text = msg.data.strip()
-        try:
-            request = self.prepare_request(request_id, text)
-        except ValueError as exc:
-            self._reject(request_id, text, str(exc))
-            return
-        # Only this callback adds to the queue (and never concurrently with itself: default
-        # mutually exclusive callback group), so a queue that is not full stays so until put.
-        if self._queue.full():
-            self._reject(request_id, text, f"busy: {self._queue.maxsize} requests already queued (task_queue_size)")
-            return
-        self.get_logger().info(f"request {request_id} queued: {text!r}")
-        self._publish_status(GenerationStatus.QUEUED, request_id, text, total_steps=request.num_steps)
-        self._queue.put_nowait(request)
+        text = task.strip()
+        with self._submit_lock:  # the topic and the action may submit concurrently
+            try:
+                request = self.prepare_request(request_id, text)
+                request.listener = listener
+                if self._queue.full():
+                    raise ValueError(f"busy: {self._queue.maxsize} requests already queued (task_queue_size)")
+            except ValueError as exc:
+                self.get_logger().error(f"request {request_id} rejected: {exc}")
+                self._publish_status(GenerationStatus.REJECTED, request_id, text[:200], error=str(exc),
+                                     listener=listener)
+                return request_id
+            # QUEUED goes out before the worker can see the request, so it always comes first.
+            self.get_logger().info(f"request {request_id} queued: {text!r}")
+            self._publish_status(GenerationStatus.QUEUED, request_id, text, total_steps=request.num_steps,
+                                 listener=listener)
+            self._queue.put_nowait(request)
+        return request_id
 
-    def _reject(self, request_id: str, text: str, reason: str) -> None:
-        self.get_logger().error(f"request {request_id} rejected: {reason}")
-        self._publish_status(GenerationStatus.REJECTED, request_id, text[:200], error=reason)
+    def _execute_goal(self, goal_handle) -> GenerateHOI.Result:
+        finished = threading.Event()
+        outcome: dict = {}
+
+        def listener(status: GenerationStatus, tracks: HOITracks | None) -> None:
+            if status.state in (GenerationStatus.DONE, GenerationStatus.ERROR, GenerationStatus.REJECTED):
+                outcome.update(status=status, tracks=tracks)
+                finished.set()
+            else:
+                goal_handle.publish_feedback(GenerateHOI.Feedback(status=status))
+
+        self.submit(goal_handle.request.task, listener)
+        while not finished.wait(timeout=0.1):
+            if self._stop.is_set():
+                goal_handle.abort()
+                return GenerateHOI.Result(error="the node is shutting down")
+        status = outcome["status"]
+        if status.state == GenerationStatus.DONE:
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()
+        return GenerateHOI.Result(tracks=outcome["tracks"] or HOITracks(), error=status.error)
 
     def prepare_request(self, request_id: str, text: str) -> Request:
         """ROS inputs -> pipeline inputs: the task text, the latest synchronised images as RGB
@@ -322,7 +360,8 @@ class GenerateNode(Node):
             except Exception as exc:  # any pipeline failure must leave the node running
                 self.get_logger().error(f"request {request.request_id} failed: {type(exc).__name__}: {exc}")
                 self._publish_status(GenerationStatus.ERROR, request.request_id, request.text,
-                                     total_steps=request.num_steps, error=f"{type(exc).__name__}: {exc}")
+                                     total_steps=request.num_steps, error=f"{type(exc).__name__}: {exc}",
+                                     listener=request.listener)
             if self._queue.empty():
                 self._publish_status(GenerationStatus.IDLE)
 
@@ -335,31 +374,37 @@ class GenerateNode(Node):
             pipeline = self._pipeline_factory(checkpoint, self._param("device"))
             with self._lock:
                 self._pipeline = pipeline
-        self._publish_status(GenerationStatus.RUNNING, request.request_id, request.text, total_steps=request.num_steps)
+        self._publish_status(GenerationStatus.RUNNING, request.request_id, request.text, total_steps=request.num_steps,
+                             listener=request.listener)
 
         def on_step(step: int, total: int) -> None:
             if self._stop.is_set():
                 raise Cancelled()
             self._publish_status(GenerationStatus.RUNNING, request.request_id, request.text, step=step,
-                                 total_steps=total)
+                                 total_steps=total, listener=request.listener)
 
         scene = pipeline(images=request.images, cameras=request.cameras, text=request.text,
                          num_frames=request.num_frames, num_steps=request.num_steps,
                          guidance_scale=request.guidance_scale, seed=request.seed, callback=on_step)
-        self.publish_scene(request, scene)
+        tracks = self.publish_scene(request, scene)
         self.get_logger().info(f"request {request.request_id} done: {scene.num_frames} frames x "
                                f"{scene.num_points} points")
         self._publish_status(GenerationStatus.DONE, request.request_id, request.text, step=request.num_steps,
-                             total_steps=request.num_steps)
+                             total_steps=request.num_steps, listener=request.listener, tracks=tracks)
 
-    def publish_scene(self, request: Request, scene: Scene) -> None:
-        """Publish a generated Scene: HOITracks, one HOIVideo per view, PointCloud2 and markers."""
+    def publish_scene(self, request: Request, scene: Scene) -> HOITracks:
+        """Publish a generated Scene: HOITracks, one HOIVideo per view, PointCloud2 and markers.
+
+        Returns:
+            the published HOITracks message.
+        """
         header = Header(stamp=seconds_to_time(request.stamp), frame_id=self._param("world_frame"))
         confidence = scene.meta.get("confidence")
-        self._tracks_pub.publish(tracks_to_msg(
+        tracks = tracks_to_msg(
             scene.tracks_world, scene.labels, header, scene.fps, request_id=request.request_id, task=request.text,
             confidence=None if confidence is None else np.asarray(confidence),
-            camera_names=[c.name for c in scene.cameras], depth_ranges=scene.depth_ranges))
+            camera_names=[c.name for c in scene.cameras], depth_ranges=scene.depth_ranges)
+        self._tracks_pub.publish(tracks)
         for camera, frames in zip(scene.cameras, scene.videos):
             frame_id = request.frame_ids.get(camera.name, camera.name)
             self._videos_pub.publish(video_to_msg(frames, camera, Header(stamp=header.stamp, frame_id=frame_id),
@@ -367,13 +412,17 @@ class GenerateNode(Node):
         self._cloud_pub.publish(tracks_to_point_cloud(scene.tracks_world, header, scene.fps, scene.labels))
         self._markers_pub.publish(tracks_to_markers(scene.tracks_world, scene.labels, header,
                                                     self._param("marker_max_tracks")))
+        return tracks
 
     def _publish_status(self, state: int, request_id: str = "", task: str = "", step: int = 0,
-                        total_steps: int = 0, error: str = "") -> None:
+                        total_steps: int = 0, error: str = "", listener: StatusListener | None = None,
+                        tracks: HOITracks | None = None) -> None:
         msg = GenerationStatus(state=state, request_id=request_id, task=task, step=step, total_steps=total_steps,
                                progress=float(step / total_steps) if total_steps else 0.0, error=error)
         msg.header.stamp = self.get_clock().now().to_msg()
         self._status_pub.publish(msg)
+        if listener is not None:
+            listener(msg, tracks)
 
     # ------------------------------------------------------------------ shutdown
     def destroy_node(self) -> None:
@@ -400,7 +449,7 @@ def main(args: list[str] | None = None) -> int:
     node = None
     try:
         node = GenerateNode()
-        rclpy.spin(node)
+        rclpy.spin(node, executor=MultiThreadedExecutor())  # action goals wait in their own thread
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, ParameterException) as exc:

@@ -21,10 +21,22 @@ ROOT = Path(__file__).resolve().parents[1]
 NODE = [sys.executable, "-m", "syncmv4d_ros.generate_node"]
 
 
-def run_node(args: list[str], **kwargs) -> subprocess.Popen:
+def run_node(args: list[str]) -> subprocess.Popen:
     env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID))
-    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            **kwargs)
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def expect_failure(args: list[str]) -> str:
+    """Run the node, expecting it to exit by itself with status 2; returns its stderr."""
+    process = run_node(args)
+    try:
+        _, stderr = process.communicate(timeout=30.0)
+    finally:
+        if process.poll() is None:  # it came up although it should not have: do not leave it running
+            process.kill()
+            process.communicate()
+    assert process.returncode == 2, stderr
+    return stderr
 
 
 def test_node_comes_up_from_the_shipped_params_and_stops_on_sigint():
@@ -72,14 +84,12 @@ def test_broken_params_file_fails_with_a_clear_error(tmp_path, content, message)
     assert content != SHIPPED
     params = tmp_path / "garbage.yaml"
     params.write_text(content)
-    process = run_node(NODE + ["--ros-args", "--params-file", str(params)])
-    _, stderr = process.communicate(timeout=30.0)
-    assert process.returncode == 2 and message in stderr, stderr
+    stderr = expect_failure(NODE + ["--ros-args", "--params-file", str(params)])
+    assert message in stderr, stderr
 
 
 def test_console_script_is_installed():
     script = shutil.which("syncmv4d-node", path=str(Path(sys.executable).parent))
     assert script is not None
-    process = run_node([script, "--ros-args", "--params-file", "/nonexistent/params.yaml"])
-    _, stderr = process.communicate(timeout=30.0)
-    assert process.returncode == 2 and "cannot start" in stderr, stderr
+    stderr = expect_failure([script, "--ros-args", "--params-file", "/nonexistent/params.yaml"])
+    assert "cannot start" in stderr, stderr
