@@ -1,4 +1,4 @@
-"""The ``syncmv4d`` command line: ``synth | show | taco | eval``.
+"""The ``syncmv4d`` command line: ``synth | show | generate | taco | eval``.
 
 Argument definitions live here (argparse only, so ``--help`` is instant); each handler imports
 the library module that does the work.
@@ -48,6 +48,63 @@ def _eval(args: argparse.Namespace) -> None:
     print(write_tables(result, args.json, args.md))
 
 
+def _read_image(path: str):
+    """(H, W, 3) uint8 RGB image from a file (an alpha channel is dropped)."""
+    import imageio.v3 as iio
+
+    try:
+        image = iio.imread(path)
+    except Exception as exc:  # imageio raises several unrelated types for broken files
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+    if image.ndim != 3 or image.shape[-1] not in (3, 4) or image.dtype.name != "uint8":
+        raise ValueError(f"{path}: need an 8-bit RGB(A) image, got shape {image.shape} {image.dtype}")
+    return image[..., :3]
+
+
+def _generate(args: argparse.Namespace) -> None:
+    import json
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from .cameras import Camera
+    from .data.taco import sample_views
+    from .pipeline import SyncMV4DPipeline, write_result
+    from .scene import Scene
+
+    if args.scene:
+        scene = Scene.load(args.scene, load_depth=False)
+        if args.views:
+            names = args.views.split(",")
+            unknown = sorted(set(names) - {c.name for c in scene.cameras})
+            if unknown:
+                raise ValueError(f"--views names unknown cameras {unknown}; the scene has {[c.name for c in scene.cameras]}")
+            picks = [next(i for i, c in enumerate(scene.cameras) if c.name == n) for n in names]
+        else:
+            picks = sample_views(scene, np.random.default_rng(args.seed))
+        cameras = [scene.cameras[i] for i in picks]
+        images = [scene.videos[i, 0] for i in picks]
+        text = args.text or scene.text
+        frames = args.frames or scene.num_frames
+    else:
+        if not (args.refs and args.cameras and args.text):
+            raise ValueError("give --scene SCENE_DIR, or --refs IMG... with --cameras cameras.json and --text")
+        data = json.loads(open(args.cameras).read())
+        cameras = [Camera.from_dict(c) for c in (data["cameras"] if isinstance(data, dict) else data)]
+        images = [None if r == "none" else _read_image(r) for r in args.refs]
+        text, frames = args.text, args.frames or 9
+    pipe = SyncMV4DPipeline.from_checkpoint(args.checkpoint, args.device)
+    with tqdm(total=args.steps, desc="generate", unit="step") as bar:
+        def progress(step: int, total: int) -> None:
+            bar.total = total
+            bar.update(step - bar.n)
+
+        result = pipe(images, cameras, text, num_frames=frames, num_steps=args.steps, guidance_scale=args.guidance,
+                      seed=args.seed, callback=progress, use_dpa=not args.no_dpa, cycle=not args.no_cycle,
+                      single_view=args.single_view)
+    print(write_result(result, args.out))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="syncmv4d", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -67,6 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scene", help="scene directory")
     p.add_argument("--out", default="preview.png", help="output PNG")
     p.set_defaults(func=_show)
+
+    p = sub.add_parser("generate", help="generate multi-view HOI videos + metric 4D tracks from reference images and a text")
+    p.add_argument("--scene", help="scene directory: use its frame-0 images, cameras and text")
+    p.add_argument("--views", help="comma-separated camera names of --scene (default: one per cluster)")
+    p.add_argument("--refs", nargs="+", help="reference images (PNG/JPG), one per camera; 'none' for a missing view")
+    p.add_argument("--cameras", help="cameras.json: a list of cameras (K, world_T_cam or xyz + quat_wxyz, width, height)")
+    p.add_argument("--text", help="task text (default with --scene: the scene's)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--checkpoint", help="checkpoint directory (default: the built-in tiny model)")
+    p.add_argument("--frames", type=int, help="frames to generate, 4n+1 (default: the scene's, else 9)")
+    p.add_argument("--steps", type=int, default=20, help="denoising steps")
+    p.add_argument("--guidance", type=float, default=3.0, help="text classifier-free guidance scale")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--no-dpa", action="store_true", help="ablation: fuse MJD's decoded tracks without DPA")
+    p.add_argument("--no-cycle", action="store_true", help="ablation: DPA does not guide MJD")
+    p.add_argument("--single-view", action="store_true", help="ablation: generate each view on its own")
+    p.set_defaults(func=_generate)
 
     p = sub.add_parser("taco", help="convert a local TACO download into syncmv4d scenes")
     p.add_argument("--root", required=True, help="TACO root (Allocentric_RGB_Videos/, Hand_Poses/, ...)")

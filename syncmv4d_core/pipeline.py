@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model, save_model
 
 from .cameras import Camera
 from .diffusion.points import coarse_track_frame, sample_track_noise
@@ -50,8 +50,7 @@ def save_pretrained(model: SyncMV4DModel, directory: str | Path) -> Path:
     """Write ``model.safetensors`` (MJD, DPA, text encoder, codec weights) and ``config.json``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_FILE))
+    save_model(model, str(directory / WEIGHTS_FILE))  # de-duplicates tied tensors (text embeddings)
     (directory / CONFIG_FILE).write_text(json.dumps(model.config, indent=1))
     return directory
 
@@ -63,7 +62,7 @@ def load_pretrained(directory: str | Path, device: str = "cpu") -> SyncMV4DModel
         if not (directory / name).is_file():
             raise FileNotFoundError(f"checkpoint {directory} lacks {name} (expected {WEIGHTS_FILE} + {CONFIG_FILE})")
     model = SyncMV4DModel.from_config(json.loads((directory / CONFIG_FILE).read_text()))
-    missing, unexpected = model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)), strict=False)
+    missing, unexpected = load_model(model, str(directory / WEIGHTS_FILE), strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint {directory} does not fit its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.to(device).eval()
@@ -279,3 +278,22 @@ class SyncMV4DPipeline:
                      pseudo_videos=np.concatenate([s.pseudo_videos for s in scenes]),
                      depth_ranges=np.concatenate([s.depth_ranges for s in scenes]),
                      track_anchors=track_anchors(tracks, cameras), meta=meta)
+
+
+def write_result(scene: Scene, out_dir: str | Path) -> Path:
+    """Save a generated scene (scene format), playable mp4s per view and a preview PNG.
+
+    Layout: ``out_dir/scene/`` (the scene format), ``out_dir/mp4/<camera>.mp4`` and
+    ``out_dir/mp4/<camera>_motion.mp4`` (H.264 yuv420p), ``out_dir/preview.png``.
+    """
+    from .scene import write_preview_video
+    from .visualize import render_preview
+
+    out_dir = Path(out_dir)
+    scene.save(out_dir / "scene")
+    (out_dir / "mp4").mkdir(parents=True, exist_ok=True)
+    for v, cam in enumerate(scene.cameras):
+        write_preview_video(out_dir / "mp4" / f"{cam.name}.mp4", scene.videos[v], scene.fps)
+        write_preview_video(out_dir / "mp4" / f"{cam.name}_motion.mp4", scene.pseudo_videos[v], scene.fps)
+    render_preview(scene, out_dir / "preview.png")
+    return out_dir
