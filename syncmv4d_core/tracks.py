@@ -247,8 +247,8 @@ def _render(tracks_world: np.ndarray, camera: Camera, depth_range: np.ndarray, a
         inv0 = 1.0 / np.where(depth[0] > 0, depth[0], np.inf)
         b = np.broadcast_to((inv0 - 1.0 / zmax) / (1.0 / zmin - 1.0 / zmax), depth.shape)
     out_of_range = drawn & ((b < 0) | (b > 1))
-    if out_of_range.any():
-        logger.warning("camera %r: %d drawn points have depths outside the range (%.3f, %.3f) m; their depth colour "
+    if out_of_range.any():  # routine when reprojecting generated tracks with a predicted range
+        logger.debug("camera %r: %d drawn points have depths outside the range (%.3f, %.3f) m; their depth colour "
                        "is clipped to [0, 1]", camera.name, int(out_of_range.sum()), zmin, zmax)
     colours = np.empty(depth.shape + (3,), dtype=np.float32)               # (F, K, 3)
     colours[..., :2] = anchor_colours(np.nan_to_num(anchors), camera.width, camera.height)[None]
