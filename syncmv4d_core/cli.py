@@ -1,4 +1,4 @@
-"""The ``syncmv4d`` command line: ``synth | show | generate | taco | eval``.
+"""The ``syncmv4d`` command line: ``synth | show | generate | taco | train | eval``.
 
 Argument definitions live here (argparse only, so ``--help`` is instant); each handler imports
 the library module that does the work.
@@ -105,6 +105,15 @@ def _generate(args: argparse.Namespace) -> None:
     print(write_result(result, args.out))
 
 
+def _train(args: argparse.Namespace) -> None:
+    from .training.config import load_config
+    from .training.train import train
+
+    overrides = list(args.set) + ([f"out_dir={args.out}"] if args.out else [])
+    final = train(load_config(args.config, overrides), resume=args.resume)
+    print(final)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="syncmv4d", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -153,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--points", type=int, default=1600, help="tracked points K per frame")
     p.add_argument("--limit", type=int, default=None, help="convert at most this many sequences")
     p.set_defaults(func=_taco)
+
+    p = sub.add_parser("train", help="train SyncMV4D in stages (works under `accelerate launch`)")
+    p.add_argument("--config", required=True, help="training config YAML, e.g. config/train/tiny.yaml")
+    p.add_argument("--resume", action="store_true", help="continue exactly from <out>/checkpoints/latest")
+    p.add_argument("--out", default=None, help="output directory (overrides out_dir)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, typed (repeatable): batch_size=2, stages.joint.steps=500")
+    p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="Tab. 1-2 metrics of generated scenes against ground truth (docs/metrics.md)")
     p.add_argument("--pred", help="predicted scene directory")

@@ -1,0 +1,328 @@
+"""Training infrastructure: config loading/overrides, LR schedule, data stream, checkpoints, the loop, resume.
+
+The loop's mechanics are tested with a small regression objective defined here (predict each
+view's depth range from its mean colours; dropout and generator noise included so that resuming
+must restore every RNG), installed in place of ``training.objectives``. The tests marked slow
+run the real SyncMV4D objectives (``warmup_dpa`` at tiny size), in-process and in a subprocess
+killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from syncmv4d_core.data.dataset import SceneDataset
+from syncmv4d_core.data.synthetic import SynthConfig, write_scenes
+from syncmv4d_core.training.checkpoint import (
+    LATEST, MODEL_FILE, STATE_FILE, begin_checkpoint, commit_checkpoint, latest_checkpoint, load_state, load_weights,
+    rng_file, save_weights,
+)
+from syncmv4d_core.training.config import StageConfig, TrainConfig, apply_override, load_config
+from syncmv4d_core.training.train import get_lr, read_log, stage_batches, train
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_YAML = REPO / "config" / "train" / "test.yaml"
+LOSS_COLUMNS = ("loss", "lr")
+
+
+# ---------------------------------------------------------------------------------- test objective
+class RegressionModel(nn.Module):
+    """Mean colours of a view's video and pseudo video (6) -> its depth range (2)."""
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = {"hidden": 16, **config}
+        hidden = self.config["hidden"]
+        self.mjd = nn.Sequential(nn.Linear(6, hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, 2))
+        self.mjd.config = types.SimpleNamespace(patch_size=(1, 2, 2))
+        self.dpa = nn.Linear(3, 3)
+        self.codec = nn.Module()
+        self.codec.spatial_compression = 4
+        self.text_encoder = nn.Module()
+
+    @classmethod
+    def from_config(cls, config: dict) -> "RegressionModel":
+        return cls(config)
+
+
+def _stage_parameters(model: RegressionModel, stage: str) -> list[nn.Parameter]:
+    return {"vae": [], "warmup_dpa": list(model.dpa.parameters()), "warmup_mjd": list(model.mjd.parameters()),
+            "joint": list(model.parameters())}[stage]
+
+
+def _compute_loss(model: RegressionModel, batch: dict, stage: str, generator: torch.Generator) -> dict:
+    feats = torch.cat([batch["videos"].mean((2, 3, 4)), batch["pseudo_videos"].mean((2, 3, 4))], -1)  # (B, V, 6)
+    noise = 0.01 * torch.randn(feats.shape, generator=generator)
+    depth = nn.functional.mse_loss(model.mjd(feats + noise), batch["depth_ranges"])
+    tracks = batch["tracks_world"]                                                          # (B, F, K, 3)
+    motion = nn.functional.mse_loss(model.dpa(tracks[:, 0]), tracks[:, -1])
+    terms = {"depth": depth, "motion": motion}
+    terms["loss"] = {"warmup_dpa": motion, "warmup_mjd": depth}.get(stage, depth + motion)
+    return terms
+
+
+def _objective_module() -> types.ModuleType:
+    module = types.ModuleType("syncmv4d_core.training.objectives")
+    module.STAGES = ("vae", "warmup_dpa", "warmup_mjd", "joint")
+    module.SyncMV4DModel = RegressionModel
+    module.stage_parameters = _stage_parameters
+    module.compute_loss = _compute_loss
+    return module
+
+
+@pytest.fixture
+def objective(monkeypatch) -> types.ModuleType:
+    module = _objective_module()
+    monkeypatch.setitem(sys.modules, "syncmv4d_core.training.objectives", module)
+    return module
+
+
+# ---------------------------------------------------------------------------------- data + configs
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    cfg = SynthConfig(num_frames=9, height=32, width=32, num_points=96)
+    write_scenes(root / "train", 4, seed=0, config=cfg, split="train")
+    write_scenes(root / "val", 1, seed=1, config=cfg, split="train")
+    return root
+
+
+def make_config(data: Path, out: Path, **changes) -> TrainConfig:
+    config = TrainConfig(
+        data_root=str(data / "train"), val_root=str(data / "val"), val_samples=1, num_frames=5,
+        out_dir=str(out), seed=0, model={"hidden": 16}, batch_size=1, grad_accum=2, log_every=1,
+        ckpt_every=3, eval_every=4,
+        stages=[StageConfig("vae", steps=2),
+                StageConfig("warmup_mjd", steps=5, lr=1e-2, warmup_steps=1, resolution=[[0, 16, 16], [3, 24, 24]]),
+                StageConfig("joint", steps=4, lr=1e-2, warmup_steps=0, data_fraction=0.5, num_views=2)])
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return config
+
+
+def loss_rows(out: Path) -> list[dict]:
+    return [{k: r[k] for k in ("step", "stage", *LOSS_COLUMNS, "depth", "motion") if k in r}
+            for r in read_log(out / "log.csv")]
+
+
+def assert_same_curves(a: list[dict], b: list[dict]) -> None:
+    assert [r["step"] for r in a] == [r["step"] for r in b] and [r["stage"] for r in a] == [r["stage"] for r in b]
+    for key in a[0]:
+        if key not in ("step", "stage"):
+            np.testing.assert_allclose([r[key] for r in a], [r[key] for r in b], rtol=1e-6, atol=1e-9, err_msg=key)
+
+
+# ---------------------------------------------------------------------------------- config
+def test_yaml_configs_load_and_overrides_keep_types(objective):
+    for name in ("tiny.yaml", "test.yaml"):
+        assert load_config(REPO / "config" / "train" / name).stages
+    config = load_config(TEST_YAML, ["batch_size=3", "stages.warmup_dpa.lr=2e-4", "stages.1.steps=9",
+                                     "model.mjd.num_layers=2", "val_root=somewhere", "mixed_precision=bf16"])
+    assert config.batch_size == 3 and config.stages[1].lr == 2e-4 and config.stages[1].steps == 9
+    assert config.model["mjd"]["num_layers"] == 2 and config.val_root == "somewhere"
+    assert isinstance(config.stages[1].lr, float) and config.mixed_precision == "bf16"
+    for bad, match in [("batch_size=2.5", "expected int"), ("nope=1", "unknown key"), ("seed=true", "expected int"),
+                       ("model.mjd.depth=3", "unknown key"), ("stages.joint.steps=3", "no stage"),
+                       ("model.mjd.num_layers=two", "expected int"), ("stages=[]", "stage fields"),
+                       ("batch_size", "key=value")]:
+        with pytest.raises(ValueError, match=match):
+            apply_override(load_config(TEST_YAML), bad)
+
+
+def test_bad_configs_raise_clear_errors(objective, tmp_path, data):
+    text = TEST_YAML.read_text()
+    cases = [("batch_size: 1", "batch_sise: 1", "unknown key"),
+             ("name: warmup_dpa", "name: warmup_points", "unknown stage"),
+             ("num_frames: 5", "num_frames: 6", "4n\\+1"),
+             ("mixed_precision: \"no\"", "mixed_precision: fp16", "mixed_precision"),
+             ("[[0, 16, 16], [3, 24, 24]]", "[[2, 16, 16]]", "begin at 0")]
+    for old, new, match in cases:
+        assert old in text
+        path = tmp_path / "bad.yaml"
+        path.write_text(text.replace(old, new))
+        with pytest.raises(ValueError, match=match):
+            load_config(path)
+    # a resolution the codec x patch size (4 x 2 = 8 pixels) cannot tile: refused before training
+    config = make_config(data, tmp_path / "run")
+    config.stages[1].resolution = [[0, 20, 20]]
+    with pytest.raises(ValueError, match="multiple of 8"):
+        train(config)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_get_lr_warmup_then_cosine():
+    stage = StageConfig("joint", steps=20, lr=1.0, warmup_steps=4, min_lr_ratio=0.1)
+    lrs = [get_lr(s, stage) for s in range(20)]
+    assert lrs[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8]) and lrs[4] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:])) and lrs[-1] == pytest.approx(0.1)
+
+
+# ---------------------------------------------------------------------------------- data stream
+def test_stage_batches_epochs_shards_and_resume(objective, data, tmp_path):
+    config = make_config(data, tmp_path, grad_accum=1)
+    stage = StageConfig("joint", steps=6, resolution=[[0, 16, 16], [4, 24, 24]])
+    ds = SceneDataset(config.data_root, num_frames=5, seed=0)
+    def summary(start):  # (step, scene, camera names, height) of each single-sample batch
+        return [(s, mb[0]["scene_dir"][0], [c.name for c in mb[0]["cameras"][0]], mb[0]["videos"].shape[3])
+                for s, mb in stage_batches(ds, stage, 1, config, start)]
+
+    stream = summary(0)
+    assert [s for s, *_ in stream] == list(range(6))
+    assert sorted(d for _, d, _, _ in stream[:4]) == [str(p) for p in ds.scene_dirs]  # one epoch = a permutation
+    assert [h for *_, h in stream] == [16] * 4 + [24] * 2                             # progressive resolution
+    assert summary(3) == stream[3:]
+    shards = [[d for _, mb in stage_batches(ds, StageConfig("joint", steps=2), 1, config, 0, r, 2) for d in mb[0]["scene_dir"]]
+              for r in range(2)]
+    assert not set(shards[0]) & set(shards[1]) and len(shards[0] + shards[1]) == 4
+    with pytest.raises(ValueError, match="fewer than one optimizer step"):
+        next(stage_batches(ds, stage, 1, make_config(data, tmp_path, batch_size=5), 0))
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+def test_checkpoint_commit_is_atomic(tmp_path):
+    root = tmp_path / "checkpoints"
+    assert latest_checkpoint(root) is None
+    partial = begin_checkpoint(root, "step_0000001")
+    save_weights(partial / MODEL_FILE, {"w": torch.ones(2), "tied": torch.ones(2)})
+    torch.save({"global_step": 1}, partial / STATE_FILE)
+    first = commit_checkpoint(partial, keep=2)
+    assert latest_checkpoint(root) == first and (root / LATEST).read_text().strip() == "step_0000001"
+    # a run killed while writing the next checkpoint leaves a partial directory: ignored
+    broken = begin_checkpoint(root, "step_0000002")
+    (broken / MODEL_FILE).write_bytes(b"half a file")
+    assert latest_checkpoint(root) == first
+    assert torch.equal(load_weights(root)["w"], torch.ones(2))
+    for step in (3, 4, 5):
+        partial = begin_checkpoint(root, f"step_{step:07d}")
+        save_weights(partial / MODEL_FILE, {"w": torch.full((2,), float(step))})
+        torch.save({"global_step": step}, partial / STATE_FILE)
+        commit_checkpoint(partial, keep=2)
+    assert sorted(p.name for p in root.glob("step_*")) == ["step_0000004", "step_0000005"]
+    assert load_weights(root)["w"][0] == 5
+
+
+# ---------------------------------------------------------------------------------- the loop
+def test_train_outputs_and_weights_only_checkpoints(objective, data, tmp_path):
+    out = tmp_path / "run"
+    final = train(make_config(data, out))
+    assert final == out / "checkpoints" / "step_0000009" and latest_checkpoint(out / "checkpoints") == final
+    rows = read_log(out / "log.csv")
+    assert [r["stage"] for r in rows] == ["warmup_mjd"] * 5 + ["joint"] * 4  # vae has nothing to train: skipped
+    assert [r["step"] for r in rows] == list(range(1, 10)) and {"depth", "motion", "lr", "seconds"} <= set(rows[0])
+    val = read_log(out / "val_log.csv")
+    assert [(r["step"], r["stage"]) for r in val] == [(4, "warmup_mjd"), (5, "warmup_mjd"), (8, "joint"), (9, "joint")]
+    assert (out / "loss.png").stat().st_size > 1000 and any((out / "tensorboard").iterdir())
+    state = torch.load(final / STATE_FILE, weights_only=True)
+    assert (state["stage_index"], state["stage_step"], state["global_step"]) == (2, 4, 9)
+    assert state["config"]["stages"][1]["name"] == "warmup_mjd" and "state" in state["optimizer"]
+    rng = torch.load(final / rng_file(0), weights_only=True)
+    assert rng["generator"].dtype == torch.uint8 and rng["numpy"]["key"].shape == (624,)
+    model = RegressionModel({"hidden": 16})
+    model.load_state_dict(load_weights(final))
+    assert json.loads((final / "config.json").read_text())["train"]["seed"] == 0
+    # a finished run is not overwritten by accident
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        train(make_config(data, out))
+
+
+def test_training_lowers_the_loss(objective, data, tmp_path):
+    config = make_config(data, tmp_path, val_root=None, grad_accum=1, ckpt_every=100,
+                         stages=[StageConfig("warmup_mjd", steps=40, lr=3e-2, warmup_steps=2)])
+    train(config)
+    losses = [r["loss"] for r in read_log(tmp_path / "log.csv")]
+    assert np.mean(losses[-5:]) < 0.2 * np.mean(losses[:5])
+
+
+def test_resume_repeats_an_uninterrupted_run(objective, data, tmp_path, monkeypatch):
+    train(make_config(data, tmp_path / "full"))
+    reference = loss_rows(tmp_path / "full")
+
+    # Interrupted at optimizer step 8 (joint stage, after the checkpoint at step 6 and validation at step 8).
+    calls = {"n": 0}
+
+    def failing(model, batch, stage, generator):
+        calls["n"] += model.training  # validation calls (eval mode) not counted
+        if calls["n"] > 2 * 7 + 1:  # grad_accum = 2 micro-batches per step: dies inside step 8
+            raise KeyboardInterrupt("simulated kill")
+        return _compute_loss(model, batch, stage, generator)
+
+    monkeypatch.setattr(objective, "compute_loss", failing)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_config(data, tmp_path / "cut"))
+    assert latest_checkpoint(tmp_path / "cut" / "checkpoints").name == "step_0000006"
+    assert [r["step"] for r in read_log(tmp_path / "cut" / "log.csv")] == list(range(1, 8))
+
+    monkeypatch.setattr(objective, "compute_loss", _compute_loss)
+    train(make_config(data, tmp_path / "cut"), resume=True)
+    assert_same_curves(loss_rows(tmp_path / "cut"), reference)
+    assert_same_curves(read_log(tmp_path / "cut" / "val_log.csv"), read_log(tmp_path / "full" / "val_log.csv"))
+    full_w, cut_w = load_weights(tmp_path / "full" / "checkpoints"), load_weights(tmp_path / "cut" / "checkpoints")
+    assert all(torch.equal(full_w[k], cut_w[k]) for k in full_w)
+
+
+# ---------------------------------------------------------------------------------- real objectives
+def _real_config(data: Path, out: Path, steps: int) -> TrainConfig:
+    return load_config(TEST_YAML, [f"data_root={data / 'train'}", f"val_root={data / 'val'}", f"out_dir={out}",
+                                   f"stages.warmup_dpa.steps={steps}", "eval_every=100"])
+
+
+@pytest.mark.slow
+def test_resume_with_real_objectives(data, tmp_path):
+    pytest.importorskip("syncmv4d_core.training.objectives")
+    train(_real_config(data, tmp_path / "full", 6))
+    with pytest.MonkeyPatch.context() as mp:
+        from syncmv4d_core.training import objectives
+
+        calls = {"n": 0}
+        real = objectives.compute_loss
+
+        def failing(model, *args):
+            calls["n"] += model.training
+            if calls["n"] > 2 * 4:  # dies in step 5, after the checkpoint at step 4
+                raise KeyboardInterrupt("simulated kill")
+            return real(model, *args)
+
+        mp.setattr(objectives, "compute_loss", failing)
+        with pytest.raises(KeyboardInterrupt):
+            train(_real_config(data, tmp_path / "cut", 6))
+    train(_real_config(data, tmp_path / "cut", 6), resume=True)
+    assert_same_curves(loss_rows(tmp_path / "cut"), loss_rows(tmp_path / "full"))
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_from_the_command_line(data, tmp_path):
+    """A `syncmv4d train` process killed with SIGKILL mid-run resumes to the uninterrupted curve."""
+    pytest.importorskip("syncmv4d_core.training.objectives")
+
+    def command(out: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "syncmv4d_core.cli", "train", "--config", str(TEST_YAML), "--out", str(out),
+                "--set", f"data_root={data / 'train'}", "--set", "val_root=null", "--set", "ckpt_every=1",
+                "--set", "stages.warmup_dpa.steps=6", *extra]
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    subprocess.run(command(tmp_path / "full"), check=True, cwd=REPO, env=env, capture_output=True)
+    proc = subprocess.Popen(command(tmp_path / "cut"), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    root = tmp_path / "cut" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while (latest_checkpoint(root) is None or latest_checkpoint(root).name < "step_0000003") and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint written in time"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_state(latest_checkpoint(root) / STATE_FILE)["global_step"]
+    assert killed_at < 6, "the run finished before it could be killed"
+    subprocess.run(command(tmp_path / "cut", "--resume"), check=True, cwd=REPO, env=env, capture_output=True)
+    assert_same_curves(loss_rows(tmp_path / "cut"), loss_rows(tmp_path / "full"))
