@@ -15,7 +15,7 @@ def _synth(args: argparse.Namespace) -> None:
     from .data.synthetic import SynthConfig, write_scenes
 
     cfg = SynthConfig(num_frames=args.frames, height=args.height, width=args.width, num_points=args.points)
-    write_scenes(args.out, num_scenes=args.scenes, seed=args.seed, config=cfg, progress=True)
+    write_scenes(args.out, num_scenes=args.scenes, seed=args.seed, config=cfg, progress=True, split=args.split)
 
 
 def _show(args: argparse.Namespace) -> None:
@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=64, help="image height in pixels")
     p.add_argument("--width", type=int, default=64, help="image width in pixels")
     p.add_argument("--points", type=int, default=1600, help="tracked surface points K")
+    p.add_argument("--split", choices=("train", "test"), help="only triplets of this split (test = held-out objects/actions)")
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("show", help="contact sheet of a scene's views over time with tracks + a 3D track plot")
