@@ -435,6 +435,7 @@ class GenerateNode(Node):
                 break
         self._queue.put(None)
         self._worker.join(timeout=10.0)
+        self._action_server.destroy()  # not destroyed by Node.destroy_node
         super().destroy_node()
 
 

@@ -370,7 +370,7 @@ def test_burst_of_tasks_is_bounded_by_the_queue(context):
         assert len({s.request_id for s in h.terminal()}) == 10
         h.wait_until(lambda: len(h.tracks) == len(done), "tracks of every accepted task")
         assert pipeline.calls == len(done)
-        assert h.statuses[-1].state == GenerationStatus.IDLE
+        h.wait_until(lambda: h.statuses[-1].state == GenerationStatus.IDLE, "IDLE after the burst")
         assert_recovers(h)
     finally:
         h.close()

@@ -55,8 +55,10 @@ def test_node_comes_up_from_the_shipped_params_and_stops_on_sigint():
             executor.spin_once(timeout_sec=0.1)
         assert process.poll() is None, f"node exited early: {process.communicate()[1]}"
         assert statuses and statuses[0].state == GenerationStatus.IDLE
-        names = {name for name, _ in node.get_node_names_and_namespaces()}
-        assert "syncmv4d_generate" in names
+        # The graph (node names) is discovered separately from the topic data: wait for it too.
+        while time.monotonic() < deadline and "syncmv4d_generate" not in dict(node.get_node_names_and_namespaces()):
+            executor.spin_once(timeout_sec=0.1)
+        assert "syncmv4d_generate" in dict(node.get_node_names_and_namespaces())
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=15.0)
         assert process.returncode == 0, stderr
