@@ -183,7 +183,8 @@ def test_stage_batches_epochs_shards_and_resume(objective, data, tmp_path):
     assert sorted(d for _, d, _, _ in stream[:4]) == [str(p) for p in ds.scene_dirs]  # one epoch = a permutation
     assert [h for *_, h in stream] == [16] * 4 + [24] * 2                             # progressive resolution
     assert summary(3) == stream[3:]
-    shards = [[d for _, mb in stage_batches(ds, StageConfig("joint", steps=2), 1, config, 0, r, 2) for d in mb[0]["scene_dir"]]
+    two_steps = StageConfig("joint", steps=2)
+    shards = [[d for _, mb in stage_batches(ds, two_steps, 1, config, 0, r, 2) for d in mb[0]["scene_dir"]]
               for r in range(2)]
     assert not set(shards[0]) & set(shards[1]) and len(shards[0] + shards[1]) == 4
     with pytest.raises(ValueError, match="fewer than one optimizer step"):
@@ -270,6 +271,20 @@ def test_resume_repeats_an_uninterrupted_run(objective, data, tmp_path, monkeypa
     assert_same_curves(read_log(tmp_path / "cut" / "val_log.csv"), read_log(tmp_path / "full" / "val_log.csv"))
     full_w, cut_w = load_weights(tmp_path / "full" / "checkpoints"), load_weights(tmp_path / "cut" / "checkpoints")
     assert all(torch.equal(full_w[k], cut_w[k]) for k in full_w)
+
+
+def test_stop_after_stage_then_resume(objective, data, tmp_path):
+    config = make_config(data, tmp_path, val_root=None, ckpt_every=100,
+                         stages=[StageConfig("warmup_mjd", steps=3, lr=1e-2), StageConfig("joint", steps=2, lr=1e-2)])
+    reference = make_config(data, tmp_path / "full", **{k: getattr(config, k) for k in ("val_root", "ckpt_every")})
+    reference.stages = config.stages
+    train(reference)
+    config.stop_after_stage = "warmup_mjd"
+    assert train(config).name == "step_0000003"
+    assert {r["stage"] for r in read_log(tmp_path / "log.csv")} == {"warmup_mjd"}
+    config.stop_after_stage = None
+    assert train(config, resume=True).name == "step_0000005"
+    assert_same_curves(loss_rows(tmp_path), loss_rows(tmp_path / "full"))
 
 
 # ---------------------------------------------------------------------------------- real objectives

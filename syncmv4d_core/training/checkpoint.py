@@ -199,6 +199,6 @@ def latest_checkpoint(root: str | Path) -> Path | None:
 
 __all__ = [
     "save_weights", "load_weights", "save_state", "load_state", "save_json", "rng_state", "set_rng_state",
-    "partial_dir", "begin_checkpoint", "commit_checkpoint", "resolve_latest", "latest_checkpoint", "checkpoint_name", "rng_file",
-    "MODEL_FILE", "STATE_FILE", "CONFIG_FILE",
+    "partial_dir", "begin_checkpoint", "commit_checkpoint", "resolve_latest", "latest_checkpoint",
+    "checkpoint_name", "rng_file", "MODEL_FILE", "STATE_FILE", "CONFIG_FILE",
 ]

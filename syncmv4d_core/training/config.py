@@ -106,6 +106,9 @@ class TrainConfig:
     seed: int = 0  # model init, data order, views, noise
     model: dict = field(default_factory=dict)  # passed to SyncMV4DModel.from_config
     stages: list[StageConfig] = field(default_factory=list)  # run in order
+    # End the run after this stage (its checkpoint is written); --resume then starts the next one.
+    # Under DeepSpeed, whose engine is built once per process, launch once per stage this way.
+    stop_after_stage: str | None = None
     # ---- optimisation
     batch_size: int = 1  # samples per process and micro-step
     grad_accum: int = 1  # micro-steps per optimizer step
@@ -124,7 +127,8 @@ class TrainConfig:
 
         check_num_frames(self.num_frames)
         if self.train_split not in SPLITS or (self.val_split is not None and self.val_split not in SPLITS):
-            raise ValueError(f"train_split / val_split must be in {SPLITS}, got {self.train_split!r} / {self.val_split!r}")
+            raise ValueError(f"train_split / val_split must be in {SPLITS}, got "
+                             f"{self.train_split!r} / {self.val_split!r}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         positive = {k: getattr(self, k) for k in ("batch_size", "grad_accum", "log_every", "ckpt_every",
@@ -142,6 +146,8 @@ class TrainConfig:
             raise ValueError(f"stage names must be unique, got {names}")
         for stage in self.stages:
             stage.validate(STAGES)
+        if self.stop_after_stage is not None and self.stop_after_stage not in names:
+            raise ValueError(f"stop_after_stage={self.stop_after_stage!r} is not one of the stages {names}")
 
     def to_dict(self) -> dict:
         """Plain JSON/YAML-ready dict (inverse of ``from_dict``)."""

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedType
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -337,10 +337,15 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         if not params:
             logger.info("stage %s: the model has no parameters to train here (e.g. the fixed patchify codec): skipped",
                         stage.name)
+            if stage.name == config.stop_after_stage:
+                break
             continue
         optimizer = torch.optim.AdamW(params, lr=stage.lr, betas=tuple(stage.betas), weight_decay=stage.weight_decay)
         if ckpt is not None and stage_index == counters["stage_index"] and first > 0:
-            optimizer.load_state_dict(state["optimizer"])
+            if accelerator.distributed_type == DistributedType.DEEPSPEED:  # state.pt holds one ZeRO shard only
+                logger.warning("DeepSpeed: resuming mid-stage restarts the optimizer moments (docs/training.md)")
+            else:
+                optimizer.load_state_dict(state["optimizer"])
         prepared, optimizer = accelerator.prepare(model, optimizer)
         dataset = SceneDataset(config.data_root, split=config.train_split, num_frames=config.num_frames,
                                fraction=stage.data_fraction, seed=config.seed, num_views=stage.num_views,
@@ -348,57 +353,59 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         logger.info("stage %s: %d steps on %d scenes, %d trainable parameters", stage.name, stage.steps, len(dataset),
                     sum(p.numel() for p in params))
         model.train()
-        progress = tqdm(total=stage.steps, initial=first, desc=stage.name, unit="step", disable=not is_main)
-        for step, micro_batches in stage_batches(dataset, stage, stage_index, config, first, rank, world):
-            # 6a. Learning rate, then grad_accum micro-batches -> one optimizer step.
-            lr = get_lr(step, stage)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            started = time.perf_counter()
-            totals: dict[str, torch.Tensor] = {}
-            for batch in micro_batches:
-                with accelerator.accumulate(prepared):
-                    with accelerator.autocast():
-                        losses = compute_loss(accelerator.unwrap_model(prepared), batch, stage.name, generator)
-                    if not torch.isfinite(losses["loss"]):
-                        raise FloatingPointError(f"stage {stage.name!r} step {step}: non-finite loss "
-                                                 f"{ {k: float(v) for k, v in losses.items()} }")
-                    accelerator.backward(losses["loss"])
-                    if accelerator.sync_gradients and config.grad_clip > 0:
-                        accelerator.clip_grad_norm_(params, config.grad_clip)  # unscales first
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                for key, value in losses.items():
-                    totals[key] = totals.get(key, 0.0) + value.detach().float() / config.grad_accum
-            global_step += 1
-            done = step + 1 == stage.steps
-            progress.update(1)
-            progress.set_postfix(loss=f"{float(totals['loss']):.4g}", lr=f"{lr:.2e}")
+        with tqdm(total=stage.steps, initial=first, desc=stage.name, unit="step", disable=not is_main) as progress:
+            for step, micro_batches in stage_batches(dataset, stage, stage_index, config, first, rank, world):
+                # 6a. Learning rate, then grad_accum micro-batches -> one optimizer step.
+                lr = get_lr(step, stage)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                started = time.perf_counter()
+                totals: dict[str, torch.Tensor] = {}
+                for batch in micro_batches:
+                    with accelerator.accumulate(prepared):
+                        with accelerator.autocast():
+                            losses = compute_loss(accelerator.unwrap_model(prepared), batch, stage.name, generator)
+                        if not torch.isfinite(losses["loss"]):
+                            raise FloatingPointError(f"stage {stage.name!r} step {step}: non-finite loss "
+                                                     f"{ {k: float(v) for k, v in losses.items()} }")
+                        accelerator.backward(losses["loss"])
+                        if accelerator.sync_gradients and config.grad_clip > 0:
+                            accelerator.clip_grad_norm_(params, config.grad_clip)  # unscales first
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    for key, value in losses.items():
+                        totals[key] = totals.get(key, 0.0) + value.detach().float() / config.grad_accum
+                global_step += 1
+                done = step + 1 == stage.steps
+                progress.update(1)
+                progress.set_postfix(loss=f"{float(totals['loss']):.4g}", lr=f"{lr:.2e}")
 
-            # 6b. Logs.
-            if global_step % config.log_every == 0 or done:
-                values = {k: float(accelerator.reduce(v.to(accelerator.device), "mean")) for k, v in totals.items()}
-                if is_main:
-                    log.append({"step": global_step, "stage": stage.name, "stage_step": step + 1, **values, "lr": lr,
-                                "seconds": round(time.perf_counter() - started, 4)})
-                    for key, value in values.items():
-                        writer.add_scalar(f"{stage.name}/{key}", value, global_step)
-                    writer.add_scalar(f"{stage.name}/lr", lr, global_step)
+                # 6b. Logs.
+                if global_step % config.log_every == 0 or done:
+                    values = {k: float(accelerator.reduce(v.to(accelerator.device), "mean")) for k, v in totals.items()}
+                    if is_main:
+                        log.append({"step": global_step, "stage": stage.name, "stage_step": step + 1, **values,
+                                    "lr": lr, "seconds": round(time.perf_counter() - started, 4)})
+                        for key, value in values.items():
+                            writer.add_scalar(f"{stage.name}/{key}", value, global_step)
+                        writer.add_scalar(f"{stage.name}/lr", lr, global_step)
 
-            # 6c. Validation.
-            if val_set is not None and (done or config.eval_every and global_step % config.eval_every == 0):
-                values = estimate_loss(accelerator.unwrap_model(prepared), val_set, stage, stage.size_at(step), config,
-                                       compute_loss, accelerator)
-                if is_main:
-                    val_log.append({"step": global_step, "stage": stage.name, "stage_step": step + 1, **values})
-                    for key, value in values.items():
-                        writer.add_scalar(f"{stage.name}/val_{key}", value, global_step)
+                # 6c. Validation.
+                if val_set is not None and (done or config.eval_every and global_step % config.eval_every == 0):
+                    values = estimate_loss(accelerator.unwrap_model(prepared), val_set, stage, stage.size_at(step),
+                                           config, compute_loss, accelerator)
+                    if is_main:
+                        val_log.append({"step": global_step, "stage": stage.name, "stage_step": step + 1, **values})
+                        for key, value in values.items():
+                            writer.add_scalar(f"{stage.name}/val_{key}", value, global_step)
 
-            # 6d. Checkpoint (always at the stage's end, so the next stage starts from it).
-            if done or global_step % config.ckpt_every == 0:
-                counters = {"stage_index": stage_index, "stage_step": step + 1, "global_step": global_step}
-                last_saved = save_checkpoint(accelerator, prepared, optimizer, config, counters, generator)
-        progress.close()
+                # 6d. Checkpoint (always at the stage's end, so the next stage starts from it).
+                if done or global_step % config.ckpt_every == 0:
+                    counters = {"stage_index": stage_index, "stage_step": step + 1, "global_step": global_step}
+                    last_saved = save_checkpoint(accelerator, prepared, optimizer, config, counters, generator)
+        if stage.name == config.stop_after_stage:
+            logger.info("stopping after stage %s as configured; continue with --resume", stage.name)
+            break
 
     if is_main:
         writer.close()
