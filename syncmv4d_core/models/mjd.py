@@ -34,7 +34,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.normalization import FP32LayerNorm
 from diffusers.models.transformers.transformer_wan import (
@@ -57,7 +56,7 @@ class MJDConfig:
 
     patch_size: tuple[int, int, int] = (1, 2, 2)  # (t, h, w) latent cells per token
     num_attention_heads: int = 2
-    attention_head_dim: int = 32  # Wan's rotary split needs a multiple of 6 headroom: t/h/w dims
+    attention_head_dim: int = 32  # split by Wan's rotary into t/h/w parts (128 -> 44/42/42)
     in_channels: int = 48  # latent channels (Wan2.2 VAE z_dim)
     out_channels: int = 48
     text_dim: int = 32  # text encoder width (umT5-xxl: 4096)
@@ -105,9 +104,9 @@ class MJDConfig:
 
 
 PRESETS: dict[str, MJDConfig] = {
-    # ~0.1 M params in the blocks: CPU tests and the tiny end-to-end pipeline.
+    # 0.26 M params: CPU tests and the tiny end-to-end pipeline.
     "tiny": MJDConfig(num_attention_heads=2, attention_head_dim=32, ffn_dim=128, num_layers=2, text_dim=32),
-    # a few M params: CPU training demos.
+    # 5.2 M params: CPU training demos.
     "small": MJDConfig(num_attention_heads=4, attention_head_dim=48, ffn_dim=768, num_layers=6, text_dim=64),
     # Wan2.2-TI2V-5B (NOTES.md): d = 24 x 128 = 3072, 30 blocks, umT5-xxl text (4096).
     "wan22-5b": MJDConfig(num_attention_heads=24, attention_head_dim=128, ffn_dim=14336, num_layers=30,
@@ -298,7 +297,7 @@ class MJDTransformer(nn.Module):
         super().__init__()
         self.config = config
         cfg, dim = config, config.inner_dim
-        if dim % cfg.num_attention_heads or cfg.attention_head_dim < 6:
+        if cfg.attention_head_dim < 6:
             raise ValueError(f"attention_head_dim={cfg.attention_head_dim} too small for Wan's 3-axis rotary")
         patch_out = cfg.out_channels * math.prod(cfg.patch_size)
 
