@@ -25,6 +25,7 @@ setup(
         "console_scripts": [
             "syncmv4d = syncmv4d_core.cli:main",
             "syncmv4d-node = syncmv4d_ros.generate_node:main",
+            "syncmv4d-demo = syncmv4d_ros.demo:main",
         ],
     },
 )
