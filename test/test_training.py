@@ -317,6 +317,16 @@ def test_resume_with_real_objectives(data, tmp_path):
 
 
 @pytest.mark.slow
+def test_real_dpa_warmup_lowers_the_loss(data, tmp_path):
+    pytest.importorskip("syncmv4d_core.training.objectives")
+    config = _real_config(data, tmp_path, 30)
+    config.val_root, config.ckpt_every, config.stages[1].warmup_steps = None, 100, 2
+    train(config)
+    losses = [r["loss"] for r in read_log(tmp_path / "log.csv")]
+    assert len(losses) == 30 and np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+
+
+@pytest.mark.slow
 def test_sigkill_then_resume_from_the_command_line(data, tmp_path):
     """A `syncmv4d train` process killed with SIGKILL mid-run resumes to the uninterrupted curve."""
     pytest.importorskip("syncmv4d_core.training.objectives")

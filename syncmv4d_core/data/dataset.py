@@ -128,11 +128,12 @@ class SceneDataset(Dataset):
 
         scenes = find_scenes(self.root)
         if split is not None:
-            unknown = [str(d) for d in scenes if scene_split(d) is None]
+            splits = {d: scene_split(d) for d in scenes}
+            unknown = [str(d) for d, s in splits.items() if s is None]
             if unknown:
                 raise ValueError(f"cannot tell the split of {len(unknown)} scene(s) (no meta['split'] and no "
                                  f"train/val/test parent folder), e.g. {unknown[:3]}")
-            scenes = [d for d in scenes if scene_split(d) == split]
+            scenes = [d for d in scenes if splits[d] == split]
         if fraction < 1.0 and scenes:
             keep = max(1, int(round(fraction * len(scenes))))
             chosen = np.random.default_rng(seed).permutation(len(scenes))[:keep]

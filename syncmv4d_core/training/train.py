@@ -177,13 +177,14 @@ def plot_losses(out_dir: str | Path) -> Path:
     stages = list(dict.fromkeys(r["stage"] for r in train_rows + val_rows)) or ["(no steps yet)"]
     fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.5), squeeze=False)
     for ax, stage in zip(axes[0], stages):
-        for rows, style, prefix in ((train_rows, "-", ""), (val_rows, "--", "val ")):
-            rows = [r for r in rows if r["stage"] == stage]
-            terms = list(dict.fromkeys(k for r in rows for k in r if k not in META_COLUMNS))
-            for term in terms:
+        stage_rows = [[r for r in rows if r["stage"] == stage] for rows in (train_rows, val_rows)]
+        terms = list(dict.fromkeys(k for rows in stage_rows for r in rows for k in r if k not in META_COLUMNS))
+        for rows, style, prefix in zip(stage_rows, ("-", "--"), ("", "val ")):
+            for i, term in enumerate(terms):
                 points = [(r["step"], r[term]) for r in rows if term in r]
-                ax.plot(*zip(*points), style, marker="o" if style == "--" else None, markersize=3,
-                        label=f"{prefix}{term}")
+                if points:
+                    ax.plot(*zip(*points), style, color=f"C{i % 10}", marker="o" if style == "--" else None,
+                            markersize=3, label=f"{prefix}{term}")
         ax.set_title(stage)
         ax.set_xlabel("step")
         ax.set_yscale("log" if all(r.get("loss", 1) > 0 for r in train_rows) else "linear")
