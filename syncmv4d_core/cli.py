@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -114,6 +115,14 @@ def _train(args: argparse.Namespace) -> None:
     print(final)
 
 
+def _ablate(args: argparse.Namespace) -> None:
+    from .evaluation.ablation import run_ablation
+
+    run_ablation(args.checkpoint, args.scenes, args.out, num_scenes=args.num_scenes, num_steps=args.steps,
+                 guidance_scale=args.guidance, seed=args.seed)
+    print((Path(args.out) / "results.md").read_text())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="syncmv4d", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -152,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cycle", action="store_true", help="ablation: DPA does not guide MJD")
     p.add_argument("--single-view", action="store_true", help="ablation: generate each view on its own")
     p.set_defaults(func=_generate)
+
+    p = sub.add_parser("ablate", help="the Tab. 3 ablation (full, no cycle, no DPA, single-view + reference rows)")
+    p.add_argument("--scenes", required=True, help="held-out ground-truth scenes (e.g. data/synth-tiny/test)")
+    p.add_argument("--out", required=True, help="output directory (rows, gt, results.md/json)")
+    p.add_argument("--checkpoint", help="checkpoint directory (default: the built-in tiny model)")
+    p.add_argument("--num-scenes", type=int, default=12, help="evaluate the first N scenes")
+    p.add_argument("--steps", type=int, default=20, help="denoising steps")
+    p.add_argument("--guidance", type=float, default=3.0, help="text classifier-free guidance scale")
+    p.add_argument("--seed", type=int, default=0, help="view sampling and generation seed")
+    p.set_defaults(func=_ablate)
 
     p = sub.add_parser("taco", help="convert a local TACO download into syncmv4d scenes")
     p.add_argument("--root", required=True, help="TACO root (Allocentric_RGB_Videos/, Hand_Poses/, ...)")

@@ -69,7 +69,8 @@ class Scene:
         pseudo_videos: optional (V, F, H, W, 3) uint8 motion pseudo videos.
         depth_ranges: optional (V, 2) float32 per-view (zmin, zmax) in metres.
         track_anchors: optional (K, 3) float32 identity of each track: (view index, u0, v0), the
-            view it was anchored in and its frame-0 pixel there. Generated scenes carry it (their
+            view it was anchored in and its frame-0 pixel there, or (-1, nan, nan) for a track that
+            no view sees in frame 0. Generated scenes carry it (their
             tracks have no other identity); evaluation matches them to ground-truth tracks by it.
         meta: free-form JSON-serialisable information (generator seed, action, split...).
     """

@@ -151,8 +151,11 @@ def match_tracks(pred: Scene, gt: Scene, max_anchor_px: float = DEFAULT_MAX_ANCH
         identity = "anchors"
         anchors = np.asarray(pred.track_anchors, dtype=np.float64)
         view = anchors[:, 0]
-        if not np.all(np.isfinite(anchors)) or np.any(view != np.round(view)) or np.any((view < 0) | (view >= pred.num_views)):
-            raise ValueError(f"track_anchors must hold finite (view index in [0, {pred.num_views}), u0, v0) rows")
+        seen = view >= 0  # view -1: the track is in no view's image at frame 0 (never matched)
+        if not np.all(np.isfinite(anchors[seen])) or np.any(view != np.round(view)) or np.any(view >= pred.num_views) \
+                or np.any(view < -1):
+            raise ValueError(f"track_anchors must hold (view index in [0, {pred.num_views}), u0, v0) rows with finite "
+                             f"pixels, or view -1 for a track no view sees")
         gt_index = np.full(pred.num_points, -1, dtype=np.int64)
         for v, (cam, (uv0, depth0)) in enumerate(zip(gt_cams, projections)):
             rows = np.flatnonzero(view == v)
@@ -392,12 +395,12 @@ def render_markdown(result: dict, name: str = "ours") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _json_ready(obj):
+def json_ready(obj):
     """NaN / inf -> None, numpy scalars -> Python numbers, recursively."""
     if isinstance(obj, dict):
-        return {str(k): _json_ready(v) for k, v in obj.items()}
+        return {str(k): json_ready(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
+        return [json_ready(v) for v in obj]
     if isinstance(obj, (float, np.floating)):
         return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, np.integer):
@@ -419,7 +422,7 @@ def write_tables(results: dict | list, out_json: str | Path | None = None, out_m
     markdown = render_markdown(result, name)
     if out_json is not None:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_json).write_text(json.dumps(_json_ready(result), indent=1, allow_nan=False))
+        Path(out_json).write_text(json.dumps(json_ready(result), indent=1, allow_nan=False))
     if out_md is not None:
         Path(out_md).parent.mkdir(parents=True, exist_ok=True)
         Path(out_md).write_text(markdown)
