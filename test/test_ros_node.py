@@ -1,8 +1,10 @@
 """The generation node end to end with real rclpy pub/sub in one process.
 
-The node runs with a small deterministic generator defined here (static tracks unprojected
-from the first camera at a fixed depth, videos repeating the reference images) through the
-node's injectable pipeline factory; a test node plays camera rig and planner.
+The node runs the real SyncMV4DPipeline: a tiny model with random weights saved to a checkpoint
+directory and loaded by the node's own ``load_pipeline``. Its outputs are compared with the same
+pipeline called directly on the inputs the test published (generation is deterministic for a
+seed). A test node plays camera rig and planner. Only the busy-queue test wraps the pipeline, in
+a gate that holds each generation until the test opens it.
 """
 
 import math
@@ -14,6 +16,7 @@ import numpy as np
 from action_msgs.msg import GoalStatus
 import pytest
 import rclpy
+import torch
 from rclpy.action import ActionClient
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
@@ -23,7 +26,9 @@ from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
 from syncmv4d_core.cameras import Camera
-from syncmv4d_core.scene import Scene
+from syncmv4d_core.pipeline import SyncMV4DPipeline, save_pretrained
+from syncmv4d_core.scene import UNKNOWN, Scene
+from syncmv4d_core.training.objectives import SyncMV4DModel
 from syncmv4d_ros.conversions import (
     camera_to_camera_info,
     image_to_rgb,
@@ -33,15 +38,15 @@ from syncmv4d_ros.conversions import (
     time_to_seconds,
     tracks_from_msg,
 )
-from syncmv4d_ros.generate_node import GenerateNode
+from syncmv4d_ros.generate_node import GenerateNode, load_pipeline
 from syncmv4d_ros.action import GenerateHOI
 from syncmv4d_ros.msg import GenerationStatus, HOITracks, HOIVideo
 
 DOMAIN_ID = 71  # this module's own DDS domain: no cross-talk with other test modules
 NAMES = ["left", "center", "right"]
-WIDTH, HEIGHT = 32, 24
-DEPTH = 0.5  # metres, depth of the generated static tracks
-NUM_FRAMES, NUM_STEPS = 5, 3
+WIDTH, HEIGHT = 32, 24  # multiples of 8 pixels, as the tiny model needs
+NUM_FRAMES, NUM_STEPS, NUM_TRACKS = 5, 3, 64
+GUIDANCE, SEED = 3.0, 0
 TIMEOUT = 20.0  # seconds, bound of every wait
 TERMINAL = (GenerationStatus.DONE, GenerationStatus.ERROR, GenerationStatus.REJECTED)
 
@@ -51,59 +56,52 @@ def rig(width: int = WIDTH, height: int = HEIGHT) -> list[Camera]:
     return [Camera.look_at(n, eye, (0.0, 0.0, 0.05), 50.0, width, height, cluster=n) for n, eye in zip(NAMES, eyes)]
 
 
-class StaticTracksPipeline:
-    """Deterministic generator with the pipeline's call signature: a 4 x 4 pixel grid of the first
-    camera unprojected at DEPTH metres, static over time; videos repeat the reference images."""
+class GatedPipeline:
+    """The real pipeline behind a gate: every call waits until the test opens ``gate``, so tasks
+    arrive while the node is busy however fast the tiny model is."""
 
-    def __init__(self, step_seconds: float = 0.0) -> None:
-        self.step_seconds = step_seconds
+    def __init__(self, pipeline) -> None:
+        self.pipeline = pipeline
+        self.gate = threading.Event()
         self.calls = 0
 
-    @staticmethod
-    def expected_tracks(camera: Camera, num_frames: int) -> np.ndarray:
-        """(F, 16, 3) metres: the tracks this generator returns for ``camera``."""
-        u, v = np.meshgrid(np.linspace(0, camera.width - 1, 4), np.linspace(0, camera.height - 1, 4))
-        points = camera.unproject(np.stack([u.ravel(), v.ravel()], axis=1), np.full(16, DEPTH))
-        return np.repeat(points[None].astype(np.float32), num_frames, axis=0)
-
-    def __call__(self, images, cameras, text, num_frames, num_steps, guidance_scale, seed, callback=None) -> Scene:
+    def __call__(self, **kwargs) -> Scene:
         self.calls += 1
-        for step in range(1, num_steps + 1):
-            time.sleep(self.step_seconds)
-            if callback is not None:
-                callback(step, num_steps)
-        tracks = self.expected_tracks(cameras[0], num_frames)
-        depths = np.stack([cam.project(tracks[0])[1] for cam in cameras])  # (V, K)
-        videos = np.stack([np.repeat(image[None], num_frames, axis=0) for image in images])
-        return Scene(cameras, videos, tracks, np.arange(16) % 4, text, fps=8.0,
-                     depth_ranges=np.stack([depths.min(axis=1), depths.max(axis=1)], axis=1))
+        if not self.gate.wait(TIMEOUT):
+            raise TimeoutError("the test never opened the gate")
+        return self.pipeline(**kwargs)
 
 
-def factory_for(pipeline: StaticTracksPipeline):
-    """A pipeline factory that, like SyncMV4DPipeline.from_checkpoint, fails on a missing checkpoint."""
-    def factory(checkpoint, device):
-        if checkpoint is not None and not Path(checkpoint).exists():
-            raise FileNotFoundError(f"checkpoint {checkpoint} not found")
-        return pipeline
-    return factory
-
-
-def rig_parameters(**extra) -> list[Parameter]:
+def rig_parameters(checkpoint: Path, **extra) -> list[Parameter]:
     params = [Parameter("camera_names", value=NAMES), Parameter("num_frames", value=NUM_FRAMES),
-              Parameter("num_steps", value=NUM_STEPS), Parameter("sync_slop", value=0.01)]
+              Parameter("num_steps", value=NUM_STEPS), Parameter("guidance_scale", value=GUIDANCE),
+              Parameter("seed", value=SEED), Parameter("sync_slop", value=0.01),
+              Parameter("checkpoint", value=str(checkpoint))]
     for cam in rig():
         pose = cam.to_dict()
         params += [Parameter(f"cameras.{cam.name}.xyz", value=[float(v) for v in pose["xyz"]]),
-                   Parameter(f"cameras.{cam.name}.quat_wxyz", value=[float(v) for v in pose["quat_wxyz"]])]
+                   Parameter(f"cameras.{cam.name}.quat_wxyz", value=[float(v) for v in pose["quat_wxyz"]]),
+                   Parameter(f"cameras.{cam.name}.cluster", value=cam.cluster)]
     params += [Parameter(name, value=value) for name, value in extra.items()]
     return params
+
+
+def node_cameras() -> list[Camera]:
+    """The cameras as the node builds them: CameraInfo intrinsics + the xyz / quat_wxyz parameters."""
+    cameras = []
+    for cam in rig():
+        pose = cam.to_dict()
+        cameras.append(Camera.from_pose(cam.name, cam.K, pose["xyz"], pose["quat_wxyz"], cam.width, cam.height,
+                                        cam.cluster))
+    return cameras
 
 
 class Harness:
     """The node under test plus a camera-rig / planner test node, spun in a background thread."""
 
-    def __init__(self, context, pipeline: StaticTracksPipeline, **params) -> None:
-        self.node = GenerateNode(factory_for(pipeline), context=context, parameter_overrides=rig_parameters(**params))
+    def __init__(self, context, checkpoint: Path, pipeline_factory=load_pipeline, **params) -> None:
+        self.node = GenerateNode(pipeline_factory, context=context,
+                                 parameter_overrides=rig_parameters(checkpoint, **params))
         self.peer = rclpy.create_node("syncmv4d_test_peer", context=context)
         self.lock = threading.Lock()
         self.statuses: list[GenerationStatus] = []
@@ -207,14 +205,27 @@ def context():
     rclpy.try_shutdown(context=ctx)
 
 
-@pytest.fixture
-def pipeline():
-    return StaticTracksPipeline()
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A tiny SyncMV4D model (K = NUM_TRACKS) with random weights, saved as a checkpoint directory."""
+    torch.manual_seed(0)
+    return save_pretrained(SyncMV4DModel.from_config({"num_tracks": NUM_TRACKS}), tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint) -> SyncMV4DPipeline:
+    """The same checkpoint, called directly: what the node must publish."""
+    return SyncMV4DPipeline.from_checkpoint(checkpoint)
+
+
+def expected_scene(reference: SyncMV4DPipeline, images: list[np.ndarray], text: str) -> Scene:
+    return reference(images=images, cameras=node_cameras(), text=text, num_frames=NUM_FRAMES, num_steps=NUM_STEPS,
+                     guidance_scale=GUIDANCE, seed=SEED)
 
 
 @pytest.fixture
-def harness(context, pipeline):
-    h = Harness(context, pipeline)
+def harness(context, checkpoint):
+    h = Harness(context, checkpoint)
     yield h
     h.close()
 
@@ -228,7 +239,7 @@ def assert_recovers(h: Harness, stamp: float = 200.0) -> None:
 
 
 # ---------------------------------------------------------------------- the valid path
-def test_task_produces_tracks_videos_cloud_markers_and_progress(harness):
+def test_task_produces_tracks_videos_cloud_markers_and_progress(harness, reference):
     h = harness
     sent = h.publish_valid_inputs(stamp=100.0)
     status = h.run_task("  lift the cup  ")
@@ -239,20 +250,26 @@ def test_task_produces_tracks_videos_cloud_markers_and_progress(harness):
     assert tracks_msg.request_id == status.request_id and tracks_msg.task == "lift the cup"
     assert tracks_msg.header.frame_id == "world" and time_to_seconds(tracks_msg.header.stamp) == pytest.approx(100.0)
     tracks, labels, confidence = tracks_from_msg(tracks_msg)
-    np.testing.assert_allclose(tracks, StaticTracksPipeline.expected_tracks(rig()[0], NUM_FRAMES), atol=1e-6)
-    np.testing.assert_array_equal(labels, np.arange(16) % 4)
+    expected = expected_scene(reference, sent, "lift the cup")
+    assert tracks.shape == (NUM_FRAMES, NUM_TRACKS, 3)
+    np.testing.assert_allclose(tracks, expected.tracks_world, atol=1e-5)
+    np.testing.assert_array_equal(labels, np.full(NUM_TRACKS, UNKNOWN))
     assert confidence is None and list(tracks_msg.camera_names) == NAMES and tracks_msg.frame_rate == 8.0
     ranges = np.asarray(tracks_msg.depth_ranges).reshape(3, 2)
-    assert ranges[0] == pytest.approx([DEPTH, DEPTH], abs=1e-4) and np.all(ranges[:, 0] <= ranges[:, 1])
+    np.testing.assert_allclose(ranges, expected.depth_ranges, atol=1e-6)
+    assert np.all(ranges[:, 0] < ranges[:, 1])
 
     videos = {v.camera_name: v for v in h.videos}
     assert sorted(videos) == sorted(NAMES)
     for i, name in enumerate(NAMES):
         assert len(videos[name].frames) == NUM_FRAMES and videos[name].header.frame_id == f"{name}_optical"
-        np.testing.assert_array_equal(image_to_rgb(videos[name].frames[-1]), sent[i])
+        frames = np.stack([image_to_rgb(f) for f in videos[name].frames])
+        np.testing.assert_array_equal(frames, expected.videos[i])
+        np.testing.assert_array_equal(frames[0], sent[i])  # frame 0 is the reference image
     cloud = point_cloud_to_numpy(h.clouds[-1])
-    assert cloud.shape == (NUM_FRAMES * 16,) and cloud["t"].max() == pytest.approx((NUM_FRAMES - 1) / 8.0)
-    assert len(h.markers[-1].markers) == 1 + 16
+    assert cloud.shape == (NUM_FRAMES * NUM_TRACKS,) and cloud["t"].max() == pytest.approx((NUM_FRAMES - 1) / 8.0)
+    np.testing.assert_allclose(np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=1), tracks.reshape(-1, 3))
+    assert len(h.markers[-1].markers) == 1 + NUM_TRACKS
 
     states = [(s.state, s.step) for s in h.statuses if s.request_id == status.request_id]
     assert states[0] == (GenerationStatus.QUEUED, 0)
@@ -271,7 +288,7 @@ def test_late_subscriber_receives_the_last_tracks(harness, context):
     qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     h.peer.create_subscription(HOITracks, "/hoi_tracks", late.append, qos)
     h.wait_until(lambda: late, "the latched tracks on a late subscription")
-    assert late[0].request_id == status.request_id and late[0].num_points == 16
+    assert late[0].request_id == status.request_id and late[0].num_points == NUM_TRACKS
 
 
 # ---------------------------------------------------------------------- bad input
@@ -355,35 +372,47 @@ def test_empty_or_huge_task_text(harness, text, message):
     assert_recovers(h)
 
 
-def test_burst_of_tasks_is_bounded_by_the_queue(context):
-    pipeline = StaticTracksPipeline(step_seconds=0.2)  # 0.6 s per task: the burst arrives while busy
-    h = Harness(context, pipeline, task_queue_size=2)
+def test_burst_of_tasks_is_bounded_by_the_queue(context, checkpoint):
+    gated: list[GatedPipeline] = []
+
+    def factory(path, device):
+        gated.append(GatedPipeline(load_pipeline(path, device)))
+        return gated[-1]
+
+    h = Harness(context, checkpoint, factory, task_queue_size=2)
     try:
         h.publish_valid_inputs()
         for i in range(10):
             h.send_task(f"task {i}")
+        # Every task is answered (QUEUED or REJECTED) while the first one is held at the gate.
+        h.wait_until(lambda: sum(s.state in (GenerationStatus.QUEUED, GenerationStatus.REJECTED)
+                                 for s in h.statuses) == 10, "an answer to each of 10 tasks")
+        h.wait_until(lambda: gated and gated[0].calls == 1, "the first generation to reach the gate")
+        assert not any(s.state == GenerationStatus.DONE for s in h.statuses)
+        gated[0].gate.set()
         h.wait_until(lambda: len(h.terminal()) == 10, "a terminal status for each of 10 tasks", timeout=40.0)
         done = [s for s in h.terminal() if s.state == GenerationStatus.DONE]
         rejected = [s for s in h.terminal() if s.state == GenerationStatus.REJECTED]
-        assert len(done) + len(rejected) == 10 and 2 <= len(done) <= 4
+        # 1 running + 2 queued; 2 when the burst filled the queue before the worker took the first.
+        assert len(done) + len(rejected) == 10 and 2 <= len(done) <= 3
         assert all("busy" in s.error for s in rejected)
         assert len({s.request_id for s in h.terminal()}) == 10
         h.wait_until(lambda: len(h.tracks) == len(done), "tracks of every accepted task")
-        assert pipeline.calls == len(done)
+        assert len(gated) == 1 and gated[0].calls == len(done)
         h.wait_until(lambda: h.statuses[-1].state == GenerationStatus.IDLE, "IDLE after the burst")
         assert_recovers(h)
     finally:
         h.close()
 
 
-def test_missing_checkpoint_is_reported_and_the_node_keeps_running(harness, tmp_path):
+def test_missing_checkpoint_is_reported_and_the_node_keeps_running(harness, checkpoint, tmp_path):
     h = harness
     h.publish_valid_inputs()
-    missing = str(tmp_path / "no_such_checkpoint.safetensors")
+    missing = str(tmp_path / "no_such_checkpoint")
     assert h.node.set_parameters([Parameter("checkpoint", value=missing)])[0].successful
     status = h.run_task("lift the cup")
     assert status.state == GenerationStatus.ERROR and "FileNotFoundError" in status.error and missing in status.error
-    assert h.node.set_parameters([Parameter("checkpoint", value="")])[0].successful
+    assert h.node.set_parameters([Parameter("checkpoint", value=str(checkpoint))])[0].successful
     assert_recovers(h)
 
 
@@ -421,9 +450,8 @@ def test_fuzzed_inputs_then_a_valid_task(harness):
     assert_recovers(h)
 
 
-def test_shutdown_aborts_a_running_generation(context):
-    pipeline = StaticTracksPipeline(step_seconds=0.5)
-    h = Harness(context, pipeline, num_steps=100)  # 50 s if not aborted
+def test_shutdown_aborts_a_running_generation(context, checkpoint):
+    h = Harness(context, checkpoint, num_steps=1000)  # about a minute if not aborted
     h.publish_valid_inputs()
     h.send_task("lift the cup")
     h.wait_until(lambda: any(s.state == GenerationStatus.RUNNING and s.step >= 1 for s in h.statuses), "RUNNING")
@@ -432,15 +460,15 @@ def test_shutdown_aborts_a_running_generation(context):
     assert time.monotonic() - start < 5.0
 
 
-def test_action_returns_the_tracks_with_progress_feedback(context):
-    h = Harness(context, StaticTracksPipeline(step_seconds=0.1))
+def test_action_returns_the_tracks_with_progress_feedback(context, checkpoint, reference):
+    h = Harness(context, checkpoint)
     try:
-        run_action_goals(h)
+        run_action_goals(h, reference)
     finally:
         h.close()
 
 
-def run_action_goals(h: Harness) -> None:
+def run_action_goals(h: Harness, reference: SyncMV4DPipeline) -> None:
     client = ActionClient(h.peer, GenerateHOI, "generate_hoi")
     assert client.wait_for_server(timeout_sec=TIMEOUT)
     feedback: list[GenerationStatus] = []
@@ -455,11 +483,11 @@ def run_action_goals(h: Harness) -> None:
 
     rejected = run_goal("lift the cup")  # no images yet
     assert rejected.status == GoalStatus.STATUS_ABORTED and "no images received yet" in rejected.result.error
-    h.publish_valid_inputs()
+    sent = h.publish_valid_inputs()
     done = run_goal("lift the cup")
     assert done.status == GoalStatus.STATUS_SUCCEEDED and done.result.error == ""
     tracks, labels, _ = tracks_from_msg(done.result.tracks)
-    np.testing.assert_allclose(tracks, StaticTracksPipeline.expected_tracks(rig()[0], NUM_FRAMES), atol=1e-6)
+    np.testing.assert_allclose(tracks, expected_scene(reference, sent, "lift the cup").tracks_world, atol=1e-5)
     # Feedback (a topic) and the result (a service) are separate channels, and the client drops
     # feedback that arrives after the result: the last step's feedback may be missing.
     assert feedback[0].state == GenerationStatus.QUEUED
