@@ -7,7 +7,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(VENV)/bin/syncmv4d demo --out out/demo
+	$(VENV)/bin/syncmv4d-demo --out out/demo
 
 test: setup
 	$(VENV)/bin/python -m pytest -q
