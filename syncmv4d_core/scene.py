@@ -35,6 +35,16 @@ UNKNOWN, HAND, TOOL, TARGET = 0, 1, 2, 3
 LABEL_NAMES = {UNKNOWN: "unknown", HAND: "hand", TOOL: "tool", TARGET: "target"}
 
 
+def read_json(path: Path, what: str) -> dict:
+    """A JSON file's content; FileNotFoundError / ValueError naming ``path`` (and ``what`` it is)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: invalid JSON ({exc})") from exc
+
+
 def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
     """Write (F, H, W, 3) uint8 RGB frames as lossless H.264 (reads back bit-exact)."""
     iio.imwrite(path, frames, fps=fps, codec="libx264rgb", pixelformat="bgr24",
@@ -187,12 +197,7 @@ class Scene:
         """Read a scene written by ``save``; errors name the missing or broken file."""
         directory = Path(directory)
         info_path = directory / "scene.json"
-        if not info_path.is_file():
-            raise FileNotFoundError(f"{info_path} not found: not a syncmv4d scene directory")
-        try:
-            info = json.loads(info_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{info_path}: invalid JSON ({exc})") from exc
+        info = read_json(info_path, "not a syncmv4d scene directory:")
         if info.get("format") != FORMAT:
             raise ValueError(f"{info_path}: unknown format {info.get('format')!r}, expected {FORMAT!r}")
         cameras = [Camera.from_dict(c) for c in info["cameras"]]

@@ -49,7 +49,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..cameras import CLUSTERS, Camera
-from ..scene import HAND, TARGET, TOOL, Scene
+from ..scene import HAND, TARGET, TOOL, Scene, read_json
 from .mano import ManoModel
 
 logger = logging.getLogger(__name__)
@@ -241,12 +241,7 @@ def assign_clusters(cameras: list[Camera], up: tuple[float, float, float] = (0.0
 
 def read_calibration(path: Path, config: TacoConfig) -> list[Camera]:
     """Cameras from a TACO ``calibration.json``, ordered and clustered by ``assign_clusters``."""
-    if not path.is_file():
-        raise FileNotFoundError(f"calibration file {path} not found")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: invalid JSON ({exc})") from exc
+    data = read_json(path, "calibration file")
     cameras = []
     for sn in sorted(data):
         entry = data[sn]
