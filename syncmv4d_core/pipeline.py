@@ -29,40 +29,46 @@ from typing import Callable
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
 
 from .cameras import Camera
 from .diffusion.points import coarse_track_frame, sample_track_noise
 from .diffusion.sampling import make_scheduler, mjd_denoise_step
 from .scene import UNKNOWN, Scene
 from .tracks import to_uint8
+from .training.checkpoint import CONFIG_FILE, LATEST, MODEL_FILE, load_weights, resolve_latest, save_json, save_weights
 from .training.objectives import SyncMV4DModel, clamp_depth_ranges, decode_coarse_tracks, encode_track_guidance
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "tiny"
-WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 
 ProgressCallback = Callable[[int, int], None]
 
 
 def save_pretrained(model: SyncMV4DModel, directory: str | Path) -> Path:
-    """Write ``model.safetensors`` (MJD, DPA, text encoder, codec weights) and ``config.json``."""
+    """Write ``model.safetensors`` and ``config.json`` (``{"model": model config}``, the layout of
+    a training checkpoint, so both load with ``load_pretrained``)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(directory / WEIGHTS_FILE))  # de-duplicates tied tensors (text embeddings)
-    (directory / CONFIG_FILE).write_text(json.dumps(model.config, indent=1))
+    save_weights(directory / MODEL_FILE, model.state_dict())
+    save_json(directory / CONFIG_FILE, {"model": model.config})
     return directory
 
 
 def load_pretrained(directory: str | Path, device: str = "cpu") -> SyncMV4DModel:
-    """Inverse of ``save_pretrained`` (safetensors only: loading never executes code)."""
+    """A model from ``save_pretrained`` output or a training checkpoint (a ``step_*`` directory or a
+    ``checkpoints/`` root with ``latest``). Safetensors only: loading never executes code."""
     directory = Path(directory)
-    for name in (WEIGHTS_FILE, CONFIG_FILE):
+    if (directory / LATEST).is_file():
+        directory = resolve_latest(directory)
+    for name in (MODEL_FILE, CONFIG_FILE):
         if not (directory / name).is_file():
-            raise FileNotFoundError(f"checkpoint {directory} lacks {name} (expected {WEIGHTS_FILE} + {CONFIG_FILE})")
-    model = SyncMV4DModel.from_config(json.loads((directory / CONFIG_FILE).read_text()))
-    missing, unexpected = load_model(model, str(directory / WEIGHTS_FILE), strict=False)
+            raise FileNotFoundError(f"checkpoint {directory} lacks {name} (expected {MODEL_FILE} + {CONFIG_FILE})")
+    config = json.loads((directory / CONFIG_FILE).read_text())
+    if "model" not in config:
+        raise ValueError(f"{directory / CONFIG_FILE} has no 'model' entry: not a syncmv4d checkpoint")
+    model = SyncMV4DModel.from_config(config["model"])
+    missing, unexpected = model.load_state_dict(load_weights(directory), strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint {directory} does not fit its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.to(device).eval()
@@ -231,7 +237,9 @@ class SyncMV4DPipeline:
                                    ref_latents, ref_mask, guidance, guidance_scale)
             video, motion = res.video_latents, res.motion_latents
             depth = clamp_depth_ranges(res.depth_range)  # (1, V, 2)
-            coarse, mask = decode_coarse_tracks(model.decode_latents(res.motion_x0), depth, cams)
+            last = i + 1 == len(video_sched.timesteps)
+            if use_dpa or last:  # without DPA only the final estimate is decoded (and fused)
+                coarse, mask = decode_coarse_tracks(model.decode_latents(res.motion_x0), depth, cams)
             if use_dpa and bool(mask.any()):
                 sigma, sigma_next = sigmas[i].to(device), sigmas[i + 1].to(device)
                 if track_state is None:

@@ -68,12 +68,19 @@ DEFAULT_CONFIG: dict = {
 
 
 def merge_config(config: dict | None) -> dict:
-    """DEFAULT_CONFIG updated with ``config``; unknown top-level keys raise ValueError."""
+    """DEFAULT_CONFIG updated with ``config``; unknown top-level keys raise ValueError.
+
+    A nested mapping updates the default one, unless it names another ``kind`` / ``preset``
+    (e.g. codec ``wan-tiny`` instead of ``patchify``): then it replaces it.
+    """
     merged = copy.deepcopy(DEFAULT_CONFIG)
     for key, value in (config or {}).items():
         if key not in merged:
             raise ValueError(f"unknown model config key {key!r}; known: {sorted(merged)}")
-        merged[key] = dict(merged[key], **value) if isinstance(merged[key], dict) and isinstance(value, dict) else value
+        default = merged[key]
+        same_kind = isinstance(default, dict) and isinstance(value, dict) and all(
+            value.get(tag, default.get(tag)) == default.get(tag) for tag in ("kind", "preset"))
+        merged[key] = dict(default, **value) if same_kind else value
     return merged
 
 
