@@ -119,7 +119,7 @@ def _ablate(args: argparse.Namespace) -> None:
     from .evaluation.ablation import run_ablation
 
     run_ablation(args.checkpoint, args.scenes, args.out, num_scenes=args.num_scenes, num_steps=args.steps,
-                 guidance_scale=args.guidance, seed=args.seed)
+                 guidance_scale=args.guidance, seed=args.seed, video_only_checkpoint=args.video_only_checkpoint)
     print((Path(args.out) / "results.md").read_text())
 
 
@@ -166,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenes", required=True, help="held-out ground-truth scenes (e.g. data/synth-tiny/test)")
     p.add_argument("--out", required=True, help="output directory (rows, gt, results.md/json)")
     p.add_argument("--checkpoint", help="checkpoint directory (default: the built-in tiny model)")
+    p.add_argument("--video-only-checkpoint", help="a video-only model (mjd.motion false) for the MV video only row")
     p.add_argument("--num-scenes", type=int, default=12, help="evaluate the first N scenes")
     p.add_argument("--steps", type=int, default=20, help="denoising steps")
     p.add_argument("--guidance", type=float, default=3.0, help="text classifier-free guidance scale")

@@ -226,7 +226,7 @@ class SyncMV4DPipeline:
         sigmas = video_sched.sigmas.float().cpu()
         latent_shape = (1, V, model.codec.channels, *model.codec.latent_shape(num_frames, height, width))
         video = torch.randn(latent_shape, generator=generator).to(device)
-        motion = torch.randn(latent_shape, generator=generator).to(device)
+        motion = torch.randn(latent_shape, generator=generator).to(device) if model.mjd.config.motion else None
 
         # 3. Denoising with the closed loop
         cams = [cameras]
@@ -236,25 +236,32 @@ class SyncMV4DPipeline:
             res = mjd_denoise_step(model.mjd, video_sched, motion_sched, i, video, motion, text_emb, uncond,
                                    ref_latents, ref_mask, guidance, guidance_scale)
             video, motion = res.video_latents, res.motion_latents
-            depth = clamp_depth_ranges(res.depth_range)  # (1, V, 2)
-            last = i + 1 == len(video_sched.timesteps)
-            if use_dpa or last:  # without DPA only the final estimate is decoded (and fused)
-                coarse, mask = decode_coarse_tracks(model.decode_latents(res.motion_x0), depth, cams)
-            if use_dpa and bool(mask.any()):
-                sigma, sigma_next = sigmas[i].to(device), sigmas[i + 1].to(device)
-                if track_state is None:
-                    centre, scale = coarse_track_frame(coarse, mask)
-                    shape = (1, num_frames, model.config["num_tracks"], 3)
-                    track_state = sample_track_noise(shape, centre.cpu(), scale.cpu(), generator).to(device)
-                velocity = model.dpa(track_state, coarse, sigma.expand(1), mask)
-                refined = track_state - sigma * velocity  # M_bar, (1, F, K, 3)
-                track_state = track_state + (sigma_next - sigma) * velocity
-                guidance = encode_track_guidance(model, refined, depth, cams) if cycle else None
+            if motion is not None:
+                depth = clamp_depth_ranges(res.depth_range)  # (1, V, 2)
+                last = i + 1 == len(video_sched.timesteps)
+                if use_dpa or last:  # without DPA only the final estimate is decoded (and fused)
+                    coarse, mask = decode_coarse_tracks(model.decode_latents(res.motion_x0), depth, cams)
+                if use_dpa and bool(mask.any()):
+                    sigma, sigma_next = sigmas[i].to(device), sigmas[i + 1].to(device)
+                    if track_state is None:
+                        centre, scale = coarse_track_frame(coarse, mask)
+                        shape = (1, num_frames, model.config["num_tracks"], 3)
+                        track_state = sample_track_noise(shape, centre.cpu(), scale.cpu(), generator).to(device)
+                    velocity = model.dpa(track_state, coarse, sigma.expand(1), mask)
+                    refined = track_state - sigma * velocity  # M_bar, (1, F, K, 3)
+                    track_state = track_state + (sigma_next - sigma) * velocity
+                    guidance = encode_track_guidance(model, refined, depth, cams) if cycle else None
             if callback is not None:
                 callback(step_offset + i + 1, total)
 
         # 4. Outputs
         videos = (model.decode_latents(video)[0].cpu().numpy() * 255.0).round().astype(np.uint8)
+        meta = {"generated": True, "seed": seed, "num_steps": num_steps, "guidance_scale": guidance_scale,
+                "use_dpa": use_dpa, "cycle": cycle, "scheduler": scheduler, "flow_shift": flow_shift}
+        if motion is None:  # a video-only MJD generates no motion and so no tracks
+            no_tracks = np.zeros((num_frames, 0, 3), np.float32)
+            return Scene(list(cameras), videos, no_tracks, np.zeros(0, np.uint8), text, self.fps,
+                         track_anchors=np.zeros((0, 3), np.float32), meta=dict(meta, video_only=True))
         pseudo = to_uint8(model.decode_latents(motion)[0].cpu().numpy())
         depth_ranges = depth[0].cpu().numpy()
         if track_state is not None:
@@ -264,8 +271,6 @@ class SyncMV4DPipeline:
                 logger.warning("no coarse track was ever decoded; falling back to fusing the final per-view tracks")
             tracks, _ = fuse_coarse_tracks(coarse[0].cpu().numpy(), mask[0].cpu().numpy(), model.config["num_tracks"],
                                            rng=np.random.default_rng(seed))
-        meta = {"generated": True, "seed": seed, "num_steps": num_steps, "guidance_scale": guidance_scale,
-                "use_dpa": use_dpa, "cycle": cycle, "scheduler": scheduler, "flow_shift": flow_shift}
         return Scene(list(cameras), videos, tracks, np.full(tracks.shape[1], UNKNOWN, np.uint8), text, self.fps,
                      pseudo_videos=pseudo, depth_ranges=depth_ranges, track_anchors=track_anchors(tracks, cameras),
                      meta=meta)

@@ -158,3 +158,16 @@ def test_fusion_and_anchor_identity(scene):
     with pytest.raises(ValueError, match="nothing to fuse"):
         fuse_coarse_tracks(np.zeros_like(coarse), np.zeros_like(valid), 5)
     logging.getLogger(__name__).debug("fused %d tracks", fused.shape[1])
+
+
+def test_video_only_model_trains_video_and_generates_no_tracks(scene):
+    torch.manual_seed(0)
+    model = SyncMV4DModel.from_config({"mjd": {"preset": "tiny", "motion": False}})
+    params = stage_parameters(model, "joint")
+    assert {id(p) for p in params} == {id(p) for p in model.mjd.parameters()}  # no DPA without motion
+    terms = compute_loss(model, _batch(scene), "joint", torch.Generator().manual_seed(0))
+    assert float(terms["motion"]) == 0 and float(terms["scale"]) == 0 and terms["loss"] > 0
+    out = SyncMV4DPipeline(model)([scene.videos[i, 0] for i in VIEWS], [scene.cameras[i] for i in VIEWS], scene.text,
+                                  num_frames=5, num_steps=2)
+    assert out.videos.shape == (3, 5, 64, 64, 3) and out.tracks_world.shape == (5, 0, 3)
+    assert out.pseudo_videos is None and out.meta["video_only"]

@@ -6,6 +6,8 @@ Rows (each a directory of predicted scenes named like the ground-truth scenes):
 * ``no cycle``: DPA runs alongside MJD but never guides it.
 * ``no DPA``: the per-view decoded tracks are fused without the aligner.
 * ``single-view``: each view generated on its own (no inter-view attention).
+* ``MV video only``: a separately trained MJD without the motion stream (``mjd.motion = false``;
+  only its video metrics exist), when its checkpoint is given.
 * ``static (ref.)``: the ground-truth frame-0 points held still for all frames.
 * ``GT enc/dec (ref.)``: the ground-truth tracks rendered into 8-bit pseudo videos, passed through
   the latent codec and decoded again with the ground-truth depth ranges: the floor the motion
@@ -40,6 +42,7 @@ SETTINGS = {
     "no DPA": {"use_dpa": False},
     "single-view": {"single_view": True},
 }
+VIDEO_ONLY = "MV video only"
 
 
 def static_baseline(gt: Scene) -> Scene:
@@ -65,7 +68,8 @@ def codec_round_trip(gt: Scene, pipe: SyncMV4DPipeline) -> Scene:
 
 
 def run_ablation(checkpoint: str | Path | None, scene_root: str | Path, out_dir: str | Path, num_scenes: int = 12,
-                 num_steps: int = 20, guidance_scale: float = 3.0, seed: int = 0) -> dict:
+                 num_steps: int = 20, guidance_scale: float = 3.0, seed: int = 0,
+                 video_only_checkpoint: str | Path | None = None) -> dict:
     """Generate every row for the first ``num_scenes`` scenes of ``scene_root`` and evaluate them.
 
     Writes ``out_dir/<row>/<scene>/`` scenes, ``out_dir/results.json`` and ``out_dir/results.md``.
@@ -76,6 +80,9 @@ def run_ablation(checkpoint: str | Path | None, scene_root: str | Path, out_dir:
     if not scenes:
         raise ValueError(f"no scenes under {scene_root}")
     pipe = SyncMV4DPipeline.from_checkpoint(checkpoint)
+    video_only = None if video_only_checkpoint is None else SyncMV4DPipeline.from_checkpoint(video_only_checkpoint)
+    if video_only is not None and video_only.model.mjd.config.motion:
+        raise ValueError(f"{video_only_checkpoint} is not a video-only model (its MJD has the motion stream)")
     rng = np.random.default_rng(seed)
     for directory in tqdm(scenes, desc="ablation", unit="scene"):
         gt = Scene.load(directory)
@@ -87,10 +94,13 @@ def run_ablation(checkpoint: str | Path | None, scene_root: str | Path, out_dir:
             result = pipe(images, gt.cameras, gt.text, num_frames=gt.num_frames, num_steps=num_steps,
                           guidance_scale=guidance_scale, seed=seed, **switches)
             result.save(out_dir / row / name)
+        if video_only is not None:
+            video_only(images, gt.cameras, gt.text, num_frames=gt.num_frames, num_steps=num_steps,
+                       guidance_scale=guidance_scale, seed=seed).save(out_dir / VIDEO_ONLY / name)
         static_baseline(gt).save(out_dir / "static (ref.)" / name)
         codec_round_trip(gt, pipe).save(out_dir / "GT enc-dec (ref.)" / name)
-    rows = {row: evaluate_dirs(out_dir / row, out_dir / "gt")
-            for row in [*SETTINGS, "static (ref.)", "GT enc-dec (ref.)"]}
+    names = [*SETTINGS, *([VIDEO_ONLY] if video_only is not None else []), "static (ref.)", "GT enc-dec (ref.)"]
+    rows = {row: evaluate_dirs(out_dir / row, out_dir / "gt") for row in names}
     (out_dir / "results.json").write_text(json.dumps(json_ready(rows), indent=1))
     (out_dir / "results.md").write_text(ablation_table(rows) + "\n")
     return rows

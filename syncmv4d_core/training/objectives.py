@@ -15,6 +15,8 @@ Stages (run in this order by ``training/train.py``):
   MJD predicts (v_V, v_M, s_hat); its one-step estimate of the motion latent is decoded with
   s_hat and refined by DPA with grad. L = L_MJD + L_DPA. Decoding tracks from pseudo videos is a
   non-differentiable lookup, so DPA's loss does not reach MJD's weights (nor the reverse).
+  For a video-only MJD (``mjd.motion = False``, the paper's "MV video only" ablation) the joint
+  stage is multi-view MJD on the video alone.
 
 Conventions shared with the inference pipeline (``pipeline.py``):
 
@@ -158,13 +160,13 @@ class SyncMV4DModel(nn.Module):
 def stage_parameters(model: SyncMV4DModel, stage: str) -> list[nn.Parameter]:
     """The parameters ``stage`` trains; every other parameter is frozen (requires_grad False).
 
-    vae: the codec; warmup_dpa: DPA; warmup_mjd: MJD; joint: MJD + DPA. The text encoder is always
-    frozen (as the paper's umT5).
+    vae: the codec; warmup_dpa: DPA; warmup_mjd: MJD; joint: MJD + DPA (MJD alone for a video-only
+    MJD). The text encoder is always frozen (as the paper's umT5).
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
-    trained = {"vae": [model.codec], "warmup_dpa": [model.dpa], "warmup_mjd": [model.mjd],
-               "joint": [model.mjd, model.dpa]}[stage]
+    joint = [model.mjd, model.dpa] if model.mjd.config.motion else [model.mjd]  # video-only: no tracks for DPA
+    trained = {"vae": [model.codec], "warmup_dpa": [model.dpa], "warmup_mjd": [model.mjd], "joint": joint}[stage]
     model.requires_grad_(False)
     params = []
     for module in trained:
@@ -299,12 +301,21 @@ def _vae_loss(model: SyncMV4DModel, batch: dict) -> dict[str, Tensor]:
 
 def _mjd_single_view_loss(model: SyncMV4DModel, inputs: dict) -> dict[str, Tensor]:
     b, v = inputs["video_t"].shape[:2]
+    motion = model.mjd.config.motion
     single = lambda x: x.flatten(0, 1)[:, None]  # noqa: E731  (B, V, ...) -> (B*V, 1, ...)
-    out = model.mjd(single(inputs["video_t"]), single(inputs["motion_t"]), 1000 * inputs["t"].repeat_interleave(v),
-                    inputs["text"].repeat_interleave(v, 0), single(inputs["ref_mask"]))
+    out = model.mjd(single(inputs["video_t"]), single(inputs["motion_t"]) if motion else None,
+                    1000 * inputs["t"].repeat_interleave(v), inputs["text"].repeat_interleave(v, 0),
+                    single(inputs["ref_mask"]))
     return flow.mjd_loss(out.video_velocity, single(inputs["video_target"]), out.motion_velocity,
-                         single(inputs["motion_target"]), out.depth_range.reshape(b, v, 2), inputs["depth_ranges"],
-                         single(inputs["ref_mask"]))
+                         single(inputs["motion_target"]) if motion else None,
+                         out.depth_range.reshape(b, v, 2) if motion else None,
+                         inputs["depth_ranges"] if motion else None, single(inputs["ref_mask"]))
+
+
+def _video_only_loss(model: SyncMV4DModel, inputs: dict) -> dict[str, Tensor]:
+    """Multi-view MJD on the video alone (``motion=False``)."""
+    out = model.mjd(inputs["video_t"], None, 1000 * inputs["t"], inputs["text"], inputs["ref_mask"])
+    return flow.mjd_loss(out.video_velocity, inputs["video_target"], None, None, None, None, inputs["ref_mask"])
 
 
 def _dpa_warmup_loss(model: SyncMV4DModel, batch: dict, inputs: dict, generator: torch.Generator) -> dict[str, Tensor]:
@@ -368,5 +379,7 @@ def compute_loss(model: SyncMV4DModel, batch: dict, stage: str, generator: torch
         return _mjd_single_view_loss(model, inputs)
     if stage == "warmup_dpa":
         return _dpa_warmup_loss(model, batch, inputs, generator)
+    if not model.mjd.config.motion:
+        return _video_only_loss(model, inputs)
     return _joint_loss(model, batch, inputs, generator)
 
