@@ -226,7 +226,10 @@ def evaluate_scene(pred: Scene, gt: Scene, dino_dir: str | Path | None = None, c
             unavailable[key] = "no predicted track matched a ground-truth track"
 
     # 2. Track-set metrics (no identity needed).
-    if np.isfinite(pred.tracks_world).all():
+    if pred.num_points == 0:
+        for key in ("Chamfer", "Smoothness"):
+            unavailable[key] = "the prediction has no tracks (a video-only model)"
+    elif np.isfinite(pred.tracks_world).all():
         values["Chamfer"] = M.chamfer_distance(pred.tracks_world, gt.tracks_world)
         values["Smoothness"] = M.motion_smoothness(pred.tracks_world)
     else:
