@@ -297,3 +297,38 @@ def test_tiny_text_encoder_is_deterministic_distinct_and_saveable():
 def test_load_umt5_missing_directory_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="text_encoder"):
         load_umt5(tmp_path)
+
+
+def test_preconditioned_velocity_is_the_best_linear_predictor_plus_unit_residual():
+    from syncmv4d_core.models.mjd import preconditioned_velocity
+
+    g = torch.Generator().manual_seed(0)
+    s = 0.5
+    for t in (0.05, 0.5, 0.95):
+        x0 = s * torch.randn(200_000, generator=g)
+        eps = torch.randn(200_000, generator=g)
+        x_t = (1 - t) * x0 + t * eps
+        v = eps - x0
+        skip = preconditioned_velocity(x_t, torch.zeros_like(x_t), torch.tensor(t), s)
+        c_out = preconditioned_velocity(torch.zeros(1), torch.ones(1), torch.tensor(t), s)
+        residual = v - skip
+        assert abs(float((residual * x_t).mean())) < 0.01  # uncorrelated with the input: the linear optimum
+        assert float(residual.std()) == pytest.approx(float(c_out), rel=0.02)  # F's target has unit variance
+
+
+def test_sigma_data_passes_the_noise_through_the_skip():
+    cfg = preset("tiny", sigma_data=0.5)
+    torch.manual_seed(0)
+    model = MJDTransformer(cfg)
+    with torch.no_grad():
+        model.proj_out.weight.zero_(), model.proj_out.bias.zero_()
+        model.motion_proj_out.weight.zero_(), model.motion_proj_out.bias.zero_()
+    video = torch.randn(1, 2, 48, 3, 4, 4)
+    motion = torch.randn(1, 2, 48, 3, 4, 4)
+    t = torch.tensor([800.0])
+    out = model(video, motion, t, torch.randn(1, 7, cfg.text_dim), torch.tensor([[True, False]]))
+    skip = (0.8 - 0.2 * 0.25) / (0.04 * 0.25 + 0.64)
+    torch.testing.assert_close(out.motion_velocity, skip * motion)
+    torch.testing.assert_close(out.video_velocity[:, 1], skip * video[:, 1])
+    torch.testing.assert_close(out.video_velocity[:, 0, :, 1:], skip * video[:, 0, :, 1:])
+    torch.testing.assert_close(out.video_velocity[:, 0, :, :1], -video[:, 0, :, :1])  # reference frame: t = 0

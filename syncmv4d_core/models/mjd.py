@@ -73,6 +73,11 @@ class MJDConfig:
     motion: bool = True  # False: video-only ablation (no motion/scale/register tokens)
     inter_view: bool = True  # False: single-view ablation (views run independently)
     gradient_checkpointing: bool = False
+    # Skip preconditioning of the velocity (None: off, Wan's own parameterisation). With sigma_data
+    # set, v = c_skip(t) x_t + c_out(t) F(x_t) (``preconditioned_velocity``): the noise reaches the
+    # output through the skip, which a model whose token width is below the values per token
+    # (tiny presets: 128 < 192 channels x 2 x 2) cannot pass through its blocks.
+    sigma_data: float | None = None
 
     @property
     def inner_dim(self) -> int:
@@ -495,15 +500,40 @@ class MJDTransformer(nn.Module):
         shift, scale = (self.scale_shift_table[:, None] + video_temb[..., None, :]).chunk(2, dim=-2)
         out = _modulate(self.norm_out, groups[0], shift.squeeze(-2), scale.squeeze(-2))
         video_velocity = self._unpatchify(self.proj_out(out.flatten(1, 2)), f, h, w).unflatten(0, (b, v))
+        if cfg.sigma_data is not None:
+            t_video = (timestep / 1000).view(b, 1, 1, 1, 1, 1).expand(b, v, 1, f, 1, 1).clone()
+            t_video[:, :, :, 0] = torch.where(has_ref.view(b, v, 1, 1, 1), 0.0, t_video[:, :, :, 0])  # reference: t = 0
+            video_velocity = preconditioned_velocity(video_latents, video_velocity, t_video, cfg.sigma_data)
         if not cfg.motion:
             return MJDOutput(video_velocity, None, None)
         motion_temb = temb[t_idx][:, None, None]  # (N, 1, 1, d)
         shift, scale = (self.motion_out_scale_shift_table[:, None] + motion_temb[..., None, :]).chunk(2, dim=-2)
         out = _modulate(self.norm_out, groups[1], shift.squeeze(-2), scale.squeeze(-2))
         motion_velocity = self._unpatchify(self.motion_proj_out(out.flatten(1, 2)), f, h, w).unflatten(0, (b, v))
+        if cfg.sigma_data is not None:
+            t_motion = (timestep / 1000).view(b, 1, 1, 1, 1, 1)
+            motion_velocity = preconditioned_velocity(motion_latents, motion_velocity, t_motion, cfg.sigma_data)
         scale_tokens = groups[2][:, 0, :cfg.num_scale_tokens]  # (N, t_s, d)
         depth_range = self.depth_head(self.norm_out(scale_tokens.float()).type_as(scale_tokens))
         return MJDOutput(video_velocity, motion_velocity, depth_range.reshape(b, v, cfg.num_scale_tokens))
+
+
+def preconditioned_velocity(x_t: torch.Tensor, raw: torch.Tensor, t: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """Rectified-flow velocity with a skip from the noisy input (EDM-style preconditioning).
+
+    For x_t = (1 - t) x_0 + t eps with x_0 of standard deviation sigma_data, the best linear
+    predictor of v = eps - x_0 from x_t is c_skip x_t, c_skip = (t - (1 - t) s^2) / D with
+    D = (1 - t)^2 s^2 + t^2; the network output F is scaled by c_out = s / sqrt(D) (the residual's
+    standard deviation), so F targets unit variance at every t.
+
+    x_t, raw: (B, V, C, F', h, w); t: broadcastable noise levels in [0, 1].
+    """
+    s2 = sigma_data ** 2
+    t = t.to(x_t.dtype)
+    denom = (1 - t) ** 2 * s2 + t ** 2
+    c_skip = (t - (1 - t) * s2) / denom
+    c_out = sigma_data / denom.sqrt()
+    return c_skip * x_t + c_out * raw
 
 
 def wan_reference_model(config: MJDConfig) -> WanTransformer3DModel:
