@@ -35,7 +35,6 @@ sub-layer (shift, scale, gate; gates start at zero so every block starts as the 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -45,12 +44,13 @@ from torch import Tensor, nn
 
 from syncmv4d_core.diffusion.flow import NUM_TRAIN_TIMESTEPS
 from syncmv4d_core.diffusion.points import coarse_track_frame
+from syncmv4d_core.models.config import ConfigMixin
 from syncmv4d_core.models.point import ORDERS, Point
 from syncmv4d_core.models.spconv_cpu import SubMConv3d
 
 
 @dataclass(frozen=True)
-class DPAConfig:
+class DPAConfig(ConfigMixin):
     """Architecture of a DPA network."""
 
     channels: tuple[int, ...] = (32, 64)  # feature width per U-Net level (>= 2 levels)
@@ -76,17 +76,6 @@ class DPAConfig:
             raise ValueError(f"orders must be a non-empty subset of {ORDERS}, got {self.orders}")
         if self.grid_size <= 0 or self.patch_size < 1:
             raise ValueError(f"grid_size={self.grid_size} and patch_size={self.patch_size} must be positive")
-
-    def replace(self, **changes) -> DPAConfig:
-        """A copy with ``changes``; unknown field names raise ValueError."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = set(changes) - known
-        if unknown:
-            raise ValueError(f"unknown DPAConfig field(s) {sorted(unknown)}; known: {sorted(known)}")
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> DPAConfig:

@@ -45,13 +45,15 @@ from diffusers.models.transformers.transformer_wan import (
 )
 from torch.utils.checkpoint import checkpoint
 
+from .config import ConfigMixin
+
 logger = logging.getLogger(__name__)
 
 WAN_TRANSFORMER_SUBDIR = "transformer"
 
 
 @dataclass(frozen=True)
-class MJDConfig:
+class MJDConfig(ConfigMixin):
     """Architecture of an MJD transformer. The Wan fields mirror ``WanTransformer3DModel``'s config."""
 
     patch_size: tuple[int, int, int] = (1, 2, 2)  # (t, h, w) latent cells per token
@@ -89,17 +91,6 @@ class MJDConfig:
                  "text_dim", "freq_dim", "ffn_dim", "num_layers", "cross_attn_norm", "qk_norm", "eps",
                  "rope_max_seq_len")
         return {n: getattr(self, n) for n in names}
-
-    def replace(self, **changes) -> "MJDConfig":
-        """A copy with ``changes``; unknown field names raise ValueError."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = set(changes) - known
-        if unknown:
-            raise ValueError(f"unknown MJDConfig field(s) {sorted(unknown)}; known: {sorted(known)}")
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "MJDConfig":
