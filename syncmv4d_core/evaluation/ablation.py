@@ -72,6 +72,9 @@ def run_ablation(checkpoint: str | Path | None, scene_root: str | Path, out_dir:
                  video_only_checkpoint: str | Path | None = None) -> dict:
     """Generate every row for the first ``num_scenes`` scenes of ``scene_root`` and evaluate them.
 
+    Generated scenes already in ``out_dir`` are kept (an interrupted run continues; a row added
+    later, e.g. the video-only model, is generated alone).
+
     Writes ``out_dir/<row>/<scene>/`` scenes, ``out_dir/results.json`` and ``out_dir/results.md``.
     Returns {row name: aggregated result}.
     """
@@ -90,13 +93,14 @@ def run_ablation(checkpoint: str | Path | None, scene_root: str | Path, out_dir:
         name = directory.name
         gt.save(out_dir / "gt" / name)
         images = [video[0] for video in gt.videos]
-        for row, switches in SETTINGS.items():
-            result = pipe(images, gt.cameras, gt.text, num_frames=gt.num_frames, num_steps=num_steps,
-                          guidance_scale=guidance_scale, seed=seed, **switches)
+        runs = [(row, pipe, switches) for row, switches in SETTINGS.items()]
+        runs += [(VIDEO_ONLY, video_only, {})] if video_only is not None else []
+        for row, generator, switches in runs:
+            if (out_dir / row / name / "scene.json").is_file():  # kept from an earlier (interrupted) run
+                continue
+            result = generator(images, gt.cameras, gt.text, num_frames=gt.num_frames, num_steps=num_steps,
+                               guidance_scale=guidance_scale, seed=seed, **switches)
             result.save(out_dir / row / name)
-        if video_only is not None:
-            video_only(images, gt.cameras, gt.text, num_frames=gt.num_frames, num_steps=num_steps,
-                       guidance_scale=guidance_scale, seed=seed).save(out_dir / VIDEO_ONLY / name)
         static_baseline(gt).save(out_dir / "static (ref.)" / name)
         codec_round_trip(gt, pipe).save(out_dir / "GT enc-dec (ref.)" / name)
     names = [*SETTINGS, *([VIDEO_ONLY] if video_only is not None else []), "static (ref.)", "GT enc-dec (ref.)"]
