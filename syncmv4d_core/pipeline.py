@@ -32,7 +32,7 @@ import torch
 
 from .cameras import Camera
 from .diffusion.points import coarse_track_frame, sample_track_noise
-from .diffusion.sampling import make_scheduler, mjd_denoise_step
+from .diffusion.sampling import impose_reference, make_scheduler, mjd_denoise_step
 from .scene import UNKNOWN, Scene
 from .tracks import to_uint8
 from .training.checkpoint import CONFIG_FILE, LATEST, MODEL_FILE, load_weights, resolve_latest, save_json, save_weights
@@ -177,7 +177,8 @@ class SyncMV4DPipeline:
     def __call__(self, images: list[np.ndarray | None], cameras: list[Camera], text: str, num_frames: int = 9,
                  num_steps: int = 20, guidance_scale: float = 3.0, seed: int = 0,
                  callback: ProgressCallback | None = None, use_dpa: bool = True, cycle: bool = True,
-                 single_view: bool = False, scheduler: str = "unipc", flow_shift: float = 3.0) -> Scene:
+                 single_view: bool = False, scheduler: str = "unipc", flow_shift: float = 3.0,
+                 final_sigma: float | None = None) -> Scene:
         """Generate V videos, V motion pseudo videos, per-view depth ranges and world tracks.
 
         Args:
@@ -185,22 +186,28 @@ class SyncMV4DPipeline:
             cameras: V cameras (same size as the images; world frame, metres).
             text: the task, e.g. "lift the cup".
             num_frames: F = 4n+1; num_steps: denoising steps; guidance_scale: text CFG scale.
-            callback(step, total): called after every denoising step (total = num_steps, or
+            callback(step, total): called after every denoising step (total = the steps run, or
                 V * num_steps when ``single_view``).
+            final_sigma: end at the first step whose next noise level is below it, returning that
+                step's clean estimate (None: the model's ``config["final_sigma"]``; 0: all steps).
         Returns:
             Scene with videos (V, F, H, W, 3) uint8, pseudo_videos (V, F, H, W, 3) uint8,
             tracks_world (F, K, 3) metres, labels UNKNOWN, depth_ranges (V, 2) metres,
             track_anchors (K, 3).
         """
         self.check_inputs(images, cameras, text, num_frames, num_steps)
+        if final_sigma is None:
+            final_sigma = float(self.model.config["final_sigma"])
+        if not 0.0 <= final_sigma < 1.0:
+            raise ValueError(f"final_sigma={final_sigma} must lie in [0, 1)")
         if single_view:
             return self._single_view(images, cameras, text, num_frames, num_steps, guidance_scale, seed, callback,
-                                     use_dpa, cycle, scheduler, flow_shift)
+                                     use_dpa, cycle, scheduler, flow_shift, final_sigma)
         return self._generate(images, cameras, text, num_frames, num_steps, guidance_scale, seed, callback, use_dpa,
-                              cycle, scheduler, flow_shift)
+                              cycle, scheduler, flow_shift, final_sigma)
 
     def _generate(self, images, cameras, text, num_frames, num_steps, guidance_scale, seed, callback, use_dpa, cycle,
-                  scheduler, flow_shift, step_offset: int = 0, total_steps: int | None = None) -> Scene:
+                  scheduler, flow_shift, final_sigma, step_offset: int = 0, total_steps: int | None = None) -> Scene:
         model, device = self.model, self.model.device
         generator = torch.Generator().manual_seed(seed)
         height, width = cameras[0].height, cameras[0].width
@@ -224,6 +231,8 @@ class SyncMV4DPipeline:
         motion_sched = make_scheduler(scheduler, flow_shift)
         motion_sched.set_timesteps(num_steps, device=device)
         sigmas = video_sched.sigmas.float().cpu()
+        # Early stop: the step that reaches a noise level below final_sigma ends with its clean estimate.
+        num_run = next((i + 1 for i in range(num_steps) if 0 < sigmas[i + 1] < final_sigma), len(video_sched.timesteps))
         latent_shape = (1, V, model.codec.channels, *model.codec.latent_shape(num_frames, height, width))
         video = torch.randn(latent_shape, generator=generator).to(device)
         motion = torch.randn(latent_shape, generator=generator).to(device) if model.mjd.config.motion else None
@@ -231,14 +240,14 @@ class SyncMV4DPipeline:
         # 3. Denoising with the closed loop
         cams = [cameras]
         track_state, guidance, coarse, mask, depth = None, None, None, None, None
-        total = total_steps or len(video_sched.timesteps)
-        for i in range(len(video_sched.timesteps)):
+        total = total_steps or num_run
+        for i in range(num_run):
             res = mjd_denoise_step(model.mjd, video_sched, motion_sched, i, video, motion, text_emb, uncond,
                                    ref_latents, ref_mask, guidance, guidance_scale)
             video, motion = res.video_latents, res.motion_latents
             if motion is not None:
                 depth = clamp_depth_ranges(res.depth_range)  # (1, V, 2)
-                last = i + 1 == len(video_sched.timesteps)
+                last = i + 1 == num_run
                 if use_dpa or last:  # without DPA only the final estimate is decoded (and fused)
                     coarse, mask = decode_coarse_tracks(model.decode_latents(res.motion_x0), depth, cams)
                 if use_dpa and bool(mask.any()):
@@ -249,15 +258,19 @@ class SyncMV4DPipeline:
                         track_state = sample_track_noise(shape, centre.cpu(), scale.cpu(), generator).to(device)
                     velocity = model.dpa(track_state, coarse, sigma.expand(1), mask)
                     refined = track_state - sigma * velocity  # M_bar, (1, F, K, 3)
-                    track_state = track_state + (sigma_next - sigma) * velocity
+                    track_state = refined if last else track_state + (sigma_next - sigma) * velocity
                     guidance = encode_track_guidance(model, refined, depth, cams) if cycle else None
             if callback is not None:
                 callback(step_offset + i + 1, total)
+        if num_run < len(video_sched.timesteps):
+            video = impose_reference(res.video_x0, ref_latents, ref_mask)
+            motion = res.motion_x0
 
         # 4. Outputs
         videos = (model.decode_latents(video)[0].cpu().numpy() * 255.0).round().astype(np.uint8)
-        meta = {"generated": True, "seed": seed, "num_steps": num_steps, "guidance_scale": guidance_scale,
-                "use_dpa": use_dpa, "cycle": cycle, "scheduler": scheduler, "flow_shift": flow_shift}
+        meta = {"generated": True, "seed": seed, "num_steps": num_steps, "steps_run": num_run,
+                "guidance_scale": guidance_scale, "use_dpa": use_dpa, "cycle": cycle, "scheduler": scheduler,
+                "flow_shift": flow_shift, "final_sigma": final_sigma}
         if motion is None:  # a video-only MJD generates no motion and so no tracks
             no_tracks = np.zeros((num_frames, 0, 3), np.float32)
             return Scene(list(cameras), videos, no_tracks, np.zeros(0, np.uint8), text, self.fps,
@@ -276,11 +289,12 @@ class SyncMV4DPipeline:
                      meta=meta)
 
     def _single_view(self, images, cameras, text, num_frames, num_steps, guidance_scale, seed, callback, use_dpa, cycle,
-                     scheduler, flow_shift) -> Scene:
+                     scheduler, flow_shift, final_sigma) -> Scene:
         """Each view generated on its own; tracks of all views pooled and subsampled to K."""
         V = len(cameras)
         scenes = [self._generate([images[v]], [cameras[v]], text, num_frames, num_steps, guidance_scale, seed + v,
-                                 callback, use_dpa, cycle, scheduler, flow_shift, v * num_steps, V * num_steps)
+                                 callback, use_dpa, cycle, scheduler, flow_shift, final_sigma, v * num_steps,
+                                 V * num_steps)
                   for v in range(V)]
         pooled = np.concatenate([s.tracks_world for s in scenes], axis=1)
         keep = np.sort(np.random.default_rng(seed).choice(pooled.shape[1], self.model.config["num_tracks"], replace=False))

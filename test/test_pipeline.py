@@ -171,3 +171,17 @@ def test_video_only_model_trains_video_and_generates_no_tracks(scene):
                                   num_frames=5, num_steps=2)
     assert out.videos.shape == (3, 5, 64, 64, 3) and out.tracks_world.shape == (5, 0, 3)
     assert out.pseudo_videos is None and out.meta["video_only"]
+
+
+def test_final_sigma_ends_early_with_the_clean_estimate(model, scene):
+    pipe = SyncMV4DPipeline(model)
+    cams = [scene.cameras[i] for i in VIEWS]
+    images = [scene.videos[i, 0] for i in VIEWS]
+    steps = []
+    out = pipe(images, cams, scene.text, num_frames=5, num_steps=10, final_sigma=0.7,
+               callback=lambda s, t: steps.append((s, t)))
+    run = out.meta["steps_run"]
+    assert 1 <= run < 10 and steps[-1] == (run, run) and out.meta["final_sigma"] == 0.7
+    np.testing.assert_array_equal(out.videos[:, 0], np.stack(images))  # the lossless codec keeps the references
+    with pytest.raises(ValueError, match="final_sigma"):
+        pipe(images, cams, scene.text, num_frames=5, num_steps=2, final_sigma=1.5)
