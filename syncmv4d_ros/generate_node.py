@@ -389,8 +389,9 @@ class GenerateNode(Node):
         tracks = self.publish_scene(request, scene)
         self.get_logger().info(f"request {request.request_id} done: {scene.num_frames} frames x "
                                f"{scene.num_points} points")
-        self._publish_status(GenerationStatus.DONE, request.request_id, request.text, step=request.num_steps,
-                             total_steps=request.num_steps, listener=request.listener, tracks=tracks)
+        steps = int(scene.meta.get("steps_run", request.num_steps))  # a model may end sampling early
+        self._publish_status(GenerationStatus.DONE, request.request_id, request.text, step=steps,
+                             total_steps=steps, listener=request.listener, tracks=tracks)
 
     def publish_scene(self, request: Request, scene: Scene) -> HOITracks:
         """Publish a generated Scene: HOITracks, one HOIVideo per view, PointCloud2 and markers.
