@@ -126,6 +126,13 @@ def track_anchors(tracks_world: np.ndarray, cameras: list[Camera]) -> np.ndarray
     return out
 
 
+def steps_to_run(sigmas: torch.Tensor, final_sigma: float) -> int:
+    """Denoising steps of a schedule (``sigmas``: num_steps + 1 noise levels) when sampling ends
+    with the clean estimate of the first step whose next noise level is below ``final_sigma``."""
+    num_steps = len(sigmas) - 1
+    return next((i + 1 for i in range(num_steps) if 0 < sigmas[i + 1] < final_sigma), num_steps)
+
+
 class SyncMV4DPipeline:
     """Generates a Scene from V reference images (some may be missing), cameras and a task text."""
 
@@ -186,8 +193,8 @@ class SyncMV4DPipeline:
             cameras: V cameras (same size as the images; world frame, metres).
             text: the task, e.g. "lift the cup".
             num_frames: F = 4n+1; num_steps: denoising steps; guidance_scale: text CFG scale.
-            callback(step, total): called after every denoising step (total = the steps run, or
-                V * num_steps when ``single_view``).
+            callback(step, total): called after every denoising step (total = the steps run, V times
+                that when ``single_view``).
             final_sigma: end at the first step whose next noise level is below it, returning that
                 step's clean estimate (None: the model's ``config["final_sigma"]``; 0: all steps).
         Returns:
@@ -231,8 +238,7 @@ class SyncMV4DPipeline:
         motion_sched = make_scheduler(scheduler, flow_shift)
         motion_sched.set_timesteps(num_steps, device=device)
         sigmas = video_sched.sigmas.float().cpu()
-        # Early stop: the step that reaches a noise level below final_sigma ends with its clean estimate.
-        num_run = next((i + 1 for i in range(num_steps) if 0 < sigmas[i + 1] < final_sigma), len(video_sched.timesteps))
+        num_run = steps_to_run(sigmas, final_sigma)
         latent_shape = (1, V, model.codec.channels, *model.codec.latent_shape(num_frames, height, width))
         video = torch.randn(latent_shape, generator=generator).to(device)
         motion = torch.randn(latent_shape, generator=generator).to(device) if model.mjd.config.motion else None
@@ -292,9 +298,12 @@ class SyncMV4DPipeline:
                      scheduler, flow_shift, final_sigma) -> Scene:
         """Each view generated on its own; tracks of all views pooled and subsampled to K."""
         V = len(cameras)
+        schedule = make_scheduler(scheduler, flow_shift)
+        schedule.set_timesteps(num_steps)
+        per_view = steps_to_run(schedule.sigmas.float().cpu(), final_sigma)
         scenes = [self._generate([images[v]], [cameras[v]], text, num_frames, num_steps, guidance_scale, seed + v,
-                                 callback, use_dpa, cycle, scheduler, flow_shift, final_sigma, v * num_steps,
-                                 V * num_steps)
+                                 callback, use_dpa, cycle, scheduler, flow_shift, final_sigma, v * per_view,
+                                 V * per_view)
                   for v in range(V)]
         pooled = np.concatenate([s.tracks_world for s in scenes], axis=1)
         keep = np.sort(np.random.default_rng(seed).choice(pooled.shape[1], self.model.config["num_tracks"], replace=False))

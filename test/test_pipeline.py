@@ -185,3 +185,12 @@ def test_final_sigma_ends_early_with_the_clean_estimate(model, scene):
     np.testing.assert_array_equal(out.videos[:, 0], np.stack(images))  # the lossless codec keeps the references
     with pytest.raises(ValueError, match="final_sigma"):
         pipe(images, cams, scene.text, num_frames=5, num_steps=2, final_sigma=1.5)
+
+
+def test_single_view_progress_counts_every_view_to_the_end(model, scene):
+    steps = []
+    SyncMV4DPipeline(model)([scene.videos[i, 0] for i in VIEWS], [scene.cameras[i] for i in VIEWS], scene.text,
+                            num_frames=5, num_steps=6, final_sigma=0.7, single_view=True,
+                            callback=lambda s, t: steps.append((s, t)))
+    total = steps[-1][1]
+    assert steps == [(s, total) for s in range(1, total + 1)] and total % 3 == 0 and total < 18
