@@ -192,7 +192,7 @@ def decode_coarse_tracks(pseudo_videos: Tensor, depth_ranges: Tensor, cameras: l
 
     Args:
         pseudo_videos: (B, V, F, H, W, 3) float [0, 1].
-        depth_ranges: (B, V, 2) metres (clamped with ``clamp_depth_ranges`` first).
+        depth_ranges: (B, V, 2) metres, as predicted (clamped here with ``clamp_depth_ranges``).
         cameras: B lists of V cameras.
     Returns:
         coarse: (B, V, F, Kc, 3) world tracks, metres (0 where invalid), Kc = most anchors in a view.
