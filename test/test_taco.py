@@ -478,3 +478,72 @@ def test_skip_errors_lists_the_broken_sequence(broken, tmp_path):
     assert [s["sequence"] for s in manifest["skipped"]] == [SEQ_A[1]]
     assert "target_<id>.npy" in manifest["skipped"][0]["error"]
     assert [r["sequence"] for r in manifest["scenes"]] == [SEQ_B[1]]
+
+
+# ---------------------------------------------------------------------- hostile pickles
+class _Payload:
+    """Pickles as a call of ``func(*args)``: what a crafted MANO / TACO file would run on load."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _payloads(marker: Path) -> list[tuple[object, str]]:
+    """(payload, the refused global as the error names it)."""
+    import builtins
+    import os
+    import subprocess
+
+    return [(_Payload(os.system, f"touch {marker}"), f"{os.system.__module__}.system"),
+            (_Payload(builtins.exec, f"open({str(marker)!r}, 'w').close()"), "builtins.exec"),
+            (_Payload(subprocess.call, ["touch", str(marker)]), "subprocess.call")]
+
+
+@pytest.mark.parametrize("case", range(3))
+def test_mano_pickle_with_reduce_payload_runs_nothing(tmp_path, case):
+    marker = tmp_path / "marker"
+    payload, refused = _payloads(marker)[case]
+    for protocol in (2, 4):
+        path = tmp_path / "MANO_RIGHT.pkl"
+        path.write_bytes(pickle.dumps({**tiny_hand(0), "hands_mean": payload}, protocol=protocol))
+        with pytest.raises(ValueError) as err:
+            ManoModel.load(path)
+        assert str(path) in str(err.value) and refused in str(err.value) and "refusing" in str(err.value)
+        assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["left_hand.pkl", "left_hand_shape.pkl"])
+def test_taco_pickle_with_reduce_payload_runs_nothing(tmp_path, name):
+    import os
+
+    marker = tmp_path / "marker"
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    pose = {"00000": {"hand_pose": torch.zeros(48), "hand_trans": torch.zeros(3)}}
+    (folder / "left_hand.pkl").write_bytes(pickle.dumps(pose))
+    (folder / "left_hand_shape.pkl").write_bytes(pickle.dumps({"hand_shape": torch.zeros(1, 10)}))
+    assert read_hand(folder, "left")[2].shape == (10,)  # torch tensors themselves are read
+    payload = {"hand_shape": _Payload(os.system, f"touch {marker}")} if "shape" in name else \
+        {"00000": {"hand_pose": _Payload(os.system, f"touch {marker}"), "hand_trans": torch.zeros(3)}}
+    (folder / name).write_bytes(pickle.dumps(payload))
+    with pytest.raises(ValueError, match=rf"{re.escape(name)}: refusing to unpickle {os.system.__module__}\.system"):
+        read_hand(folder, "left")
+    assert not marker.exists()
+
+
+def test_taco_cli_refuses_a_crafted_mano_file(taco, tmp_path, caplog):
+    import os
+
+    from syncmv4d_core.cli import main
+
+    marker = tmp_path / "marker"
+    mano = tmp_path / "mano"
+    shutil.copytree(taco[1], mano)
+    (mano / "MANO_LEFT.pkl").write_bytes(pickle.dumps({**tiny_hand(1), "f": _Payload(os.system, f"touch {marker}")}))
+    rc = main(["taco", "--root", str(taco[0]), "--mano", str(mano), "--out", str(tmp_path / "out"),
+               "--height", "64", "--width", "96", "--frames", "5", "--points", "64"])
+    assert rc == 2 and not marker.exists()
+    assert "MANO_LEFT.pkl" in caplog.text and "refusing to unpickle" in caplog.text

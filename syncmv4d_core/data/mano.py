@@ -3,7 +3,9 @@
 Reads the user's ``MANO_RIGHT.pkl`` / ``MANO_LEFT.pkl`` (downloaded from the MANO website; they
 cannot be redistributed). Those pickles were written by Python 2 and hold a few ``chumpy``
 arrays; they are read here without chumpy (a stand-in class keeps the pickled array, see
-``_ChumpyStandIn``). Keys used::
+``_ChumpyStandIn``) with an allow-list unpickler: a pickle that references any other class or
+function (e.g. a ``__reduce__`` payload) is refused with an error naming the file and the class,
+before anything runs. Keys used::
 
     v_template    (V, 3)       rest-pose vertices, metres (V = 778 for MANO)
     shapedirs     (V, 3, S)    shape blend shapes per unit of beta (S = 10)
@@ -32,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse
+
+from ..fileio import RefusedPickleError, SafeUnpickler
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +67,9 @@ class _CsrStandIn(_SparseStandIn):
     kind = scipy.sparse.csr_matrix
 
 
-class _ManoUnpickler(pickle.Unpickler):
-    """Unpickler that maps ``chumpy`` classes and scipy sparse matrices to stand-ins (no chumpy needed)."""
+class _ManoUnpickler(SafeUnpickler):
+    """Allow-list unpickler (``fileio.SafeUnpickler``: numpy arrays, plain containers) that also maps
+    ``chumpy`` classes and scipy sparse matrices to stand-ins (no chumpy needed); refuses anything else."""
 
     def find_class(self, module: str, name: str):
         if module.split(".")[0] == "chumpy":
@@ -184,8 +189,11 @@ class ManoModel:
             raise FileNotFoundError(f"MANO model {path} not found (download it from the MANO website)")
         try:
             with path.open("rb") as fh:
-                data = _ManoUnpickler(fh, encoding="latin1").load()
-        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as exc:
+                data = _ManoUnpickler(fh, path, encoding="latin1").load()
+        except RefusedPickleError as exc:
+            raise ValueError(f"MANO model {exc}") from None
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError, TypeError, IndexError,
+                KeyError) as exc:
             raise ValueError(f"cannot read MANO model {path}: {exc}") from exc
         if not isinstance(data, dict):
             raise ValueError(f"MANO model {path}: expected a pickled dict, got {type(data).__name__}")

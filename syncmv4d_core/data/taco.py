@@ -37,7 +37,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..cameras import CLUSTERS, Camera
+from ..fileio import load_pickle
 from ..scene import HAND, TARGET, TOOL, Scene, read_json
 from .mano import ManoModel
 
@@ -309,14 +309,30 @@ def _as_array(value) -> np.ndarray:
     return np.asarray(value, dtype=np.float64)
 
 
+def _safe_storage_from_bytes(data: bytes):
+    """``torch.storage._load_from_bytes`` with ``weights_only=True`` (TACO's pickled tensors)."""
+    import io
+
+    import torch
+
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+def _rebuild_tensor_v2(*args):
+    import torch._utils
+
+    return torch._utils._rebuild_tensor_v2(*args)
+
+
+# TACO's pickles hold torch tensors: their two rebuild functions are the only extra globals allowed.
+_TORCH_TENSOR_GLOBALS = {("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+                         ("torch.storage", "_load_from_bytes"): _safe_storage_from_bytes}
+
+
 def _load_pickle(path: Path):
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found")
-    try:
-        with path.open("rb") as fh:
-            return pickle.load(fh)
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from exc
+    """A TACO annotation pickle, read with the allow-list unpickler (``fileio.load_pickle``): numpy
+    arrays, torch tensors and plain containers only; ValueError naming the file and any refused class."""
+    return load_pickle(path, extra=_TORCH_TENSOR_GLOBALS)
 
 
 def read_hand(folder: Path, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
