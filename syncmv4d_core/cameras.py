@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import transforms3d
 
+from .limits import check_name
+
 CLUSTERS = ("left", "center", "right")
 
 
@@ -31,7 +33,8 @@ class Camera:
     """A calibrated pinhole camera.
 
     Attributes:
-        name: unique name within a rig (e.g. a serial number or ``"cam03"``).
+        name: unique name within a rig (e.g. a serial number or ``"cam03"``); it becomes a file name,
+            so it must match ``limits.NAME_PATTERN`` (letters, digits, "_", "-", ".").
         K: (3, 3) intrinsics in pixels.
         world_T_cam: (4, 4) camera-to-world rigid transform, translation in metres.
         width, height: image size in pixels.
@@ -46,6 +49,7 @@ class Camera:
     cluster: str = "center"
 
     def __post_init__(self) -> None:
+        check_name(self.name, "camera name")  # names become file names (videos/<name>.mp4)
         K = np.asarray(self.K, dtype=np.float64)
         world_T_cam = np.asarray(self.world_T_cam, dtype=np.float64)
         object.__setattr__(self, "K", K)

@@ -68,13 +68,14 @@ def clean_temp_files(directory: str | Path) -> list[Path]:
         if not (p.name.startswith(".") and TMP_MARK in p.name and p.is_file()):
             continue
         pid = p.name.split(TMP_MARK, 1)[1].split(".", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (this process counts as running)."""
     if pid == os.getpid():
         return True
     try:

@@ -12,14 +12,18 @@ Layout of a scene directory::
     pseudo_videos/<camera>.mp4 optional: motion pseudo videos (generated results)
 
 Writes are atomic at the directory level: everything goes to a temporary sibling directory
-that replaces the target only when complete, so an interrupted save never leaves a half scene.
+that replaces the target only when complete, so an interrupted save never leaves a half scene;
+a save killed at any point is repaired by the next ``save`` or ``load`` (``Scene.save``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import secrets
 import shutil
-import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +31,13 @@ import imageio.v3 as iio
 import numpy as np
 
 from .cameras import Camera
+from .fileio import TMP_MARK, pid_alive
+from .limits import MAX_CAMERAS, check_fps, check_text
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "syncmv4d-scene/1"
+OLD_SUFFIX = ".old"  # ``.<name>.old``: the previous scene while ``save`` swaps in a new one
 
 # Per-point labels (also the constants of the HOITracks message).
 UNKNOWN, HAND, TOOL, TARGET = 0, 1, 2, 3
@@ -41,7 +50,7 @@ def read_json(path: Path, what: str) -> dict:
         raise FileNotFoundError(f"{what} {path} not found")
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: invalid JSON ({exc})") from exc
 
 
@@ -62,6 +71,44 @@ def read_video(path: Path) -> np.ndarray:
         return np.asarray(iio.imread(path))
     except Exception as exc:  # imageio raises several unrelated types for broken files
         raise ValueError(f"cannot read video {path}: {exc}") from exc
+
+
+def _read_npz(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Arrays of an ``.npz`` file (no pickles); ValueError naming ``path`` if unreadable or incomplete."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise ValueError("not an .npz archive")
+            missing = [k for k in required if k not in data.files]
+            if missing:
+                raise ValueError(f"missing arrays {missing} (has {data.files})")
+            return {k: data[k] for k in required + optional if k in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from exc
+
+
+def _repair(directory: Path, clean: bool) -> None:
+    """Recover from a ``save`` that was killed part-way.
+
+    ``.<name>.old`` without ``<name>``: the kill came between the two renames; the old scene is
+    complete and is renamed back (logged). With ``clean`` (``save`` does this before writing), a
+    ``.<name>.old`` beside an existing scene (a kill while deleting it) and the temporary folders
+    of processes no longer running are removed.
+    """
+    old = directory.with_name(f".{directory.name}{OLD_SUFFIX}")
+    if old.is_dir() and not directory.exists():
+        logger.warning("%s: restoring the scene from %s (an earlier save was interrupted)", directory, old.name)
+        os.rename(old, directory)
+    if not clean or not directory.parent.is_dir():
+        return
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    prefix = f".{directory.name}{TMP_MARK}"
+    for tmp in directory.parent.iterdir():
+        if tmp.name.startswith(prefix) and tmp.is_dir():
+            pid = tmp.name[len(prefix):].split(".", 1)[0]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 @dataclass
@@ -101,6 +148,7 @@ class Scene:
         self.videos = np.asarray(self.videos)
         self.tracks_world = np.asarray(self.tracks_world, dtype=np.float32)
         self.labels = np.asarray(self.labels, dtype=np.uint8)
+        self.fps = check_fps(self.fps, "fps")
         self.validate()
 
     @property
@@ -125,6 +173,9 @@ class Scene:
         V = len(self.cameras)
         if V == 0:
             raise ValueError("a scene needs at least one camera")
+        if V > MAX_CAMERAS:
+            raise ValueError(f"a scene has at most {MAX_CAMERAS} cameras, got {V}")
+        check_text(self.text, "text")
         names = [c.name for c in self.cameras]
         if len(set(names)) != V:
             raise ValueError(f"camera names must be unique, got {names}")
@@ -149,58 +200,94 @@ class Scene:
 
     # ------------------------------------------------------------------ I/O
     def save(self, directory: str | Path) -> Path:
-        """Write the scene to ``directory`` atomically (replacing an existing scene there)."""
+        """Write the scene to ``directory`` atomically (replacing an existing scene there).
+
+        Everything is written to a temporary sibling ``.<name>.tmp<pid>.<token>`` first (created
+        with the user's umask). An existing scene is then renamed to ``.<name>.old``, the new one
+        renamed into place and the old one deleted. A process killed at any point leaves either
+        the old or the new scene readable (``load`` restores ``.<name>.old`` if the scene itself
+        is missing) and the next ``save`` removes every leftover (see ``_repair``). Errors while
+        writing (e.g. a full disk) remove the temporary folder and raise ``OSError`` naming
+        ``directory``.
+        """
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        _repair(directory, clean=True)
+        tmp = directory.with_name(f".{directory.name}{TMP_MARK}{os.getpid()}.{secrets.token_hex(4)}")
+        os.mkdir(tmp)  # mode 0o777 & ~umask (mkdtemp would force 0o700)
         try:
-            info = {
-                "format": FORMAT,
-                "text": self.text,
-                "fps": float(self.fps),
-                "num_frames": self.num_frames,
-                "num_points": self.num_points,
-                "cameras": [c.to_dict() for c in self.cameras],
-                "labels_legend": {str(k): v for k, v in LABEL_NAMES.items()},
-                "meta": self.meta,
-            }
-            if self.depth_ranges is not None:
-                info["depth_ranges"] = np.asarray(self.depth_ranges, dtype=float).tolist()
-            (tmp / "scene.json").write_text(json.dumps(info, indent=1))
-            (tmp / "videos").mkdir()
-            for cam, video in zip(self.cameras, self.videos):
-                write_video(tmp / "videos" / f"{cam.name}.mp4", video, self.fps)
-            if self.pseudo_videos is not None:
-                (tmp / "pseudo_videos").mkdir()
-                for cam, video in zip(self.cameras, self.pseudo_videos):
-                    write_video(tmp / "pseudo_videos" / f"{cam.name}.mp4", video, self.fps)
-            arrays = {"tracks_world": self.tracks_world, "labels": self.labels}
-            if self.track_anchors is not None:
-                arrays["track_anchors"] = np.asarray(self.track_anchors, dtype=np.float32)
-            np.savez_compressed(tmp / "tracks.npz", **arrays)
-            if self.depth is not None:
-                np.savez_compressed(tmp / "depth.npz", depth=self.depth.astype(np.float32))
+            self._write(tmp)
             if directory.exists():
-                old = directory.with_name(f".{directory.name}.old")
-                directory.rename(old)
-                tmp.rename(directory)
+                old = directory.with_name(f".{directory.name}{OLD_SUFFIX}")
+                os.rename(directory, old)
+                os.rename(tmp, directory)
                 shutil.rmtree(old)
             else:
-                tmp.rename(directory)
-        except BaseException:
+                os.rename(tmp, directory)
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, FileNotFoundError):
+                raise OSError(f"cannot save scene {directory}: {exc}") from exc
             raise
         return directory
 
+    def _write(self, tmp: Path) -> None:
+        info = {
+            "format": FORMAT,
+            "text": self.text,
+            "fps": float(self.fps),
+            "num_frames": self.num_frames,
+            "num_points": self.num_points,
+            "cameras": [c.to_dict() for c in self.cameras],
+            "labels_legend": {str(k): v for k, v in LABEL_NAMES.items()},
+            "meta": self.meta,
+        }
+        if self.depth_ranges is not None:
+            info["depth_ranges"] = np.asarray(self.depth_ranges, dtype=float).tolist()
+        (tmp / "scene.json").write_text(json.dumps(info, indent=1))
+        (tmp / "videos").mkdir()
+        for cam, video in zip(self.cameras, self.videos):
+            write_video(tmp / "videos" / f"{cam.name}.mp4", video, self.fps)
+        if self.pseudo_videos is not None:
+            (tmp / "pseudo_videos").mkdir()
+            for cam, video in zip(self.cameras, self.pseudo_videos):
+                write_video(tmp / "pseudo_videos" / f"{cam.name}.mp4", video, self.fps)
+        arrays = {"tracks_world": self.tracks_world, "labels": self.labels}
+        if self.track_anchors is not None:
+            arrays["track_anchors"] = np.asarray(self.track_anchors, dtype=np.float32)
+        np.savez_compressed(tmp / "tracks.npz", **arrays)
+        if self.depth is not None:
+            np.savez_compressed(tmp / "depth.npz", depth=self.depth.astype(np.float32))
+
     @classmethod
     def load(cls, directory: str | Path, load_depth: bool = True) -> "Scene":
-        """Read a scene written by ``save``; errors name the missing or broken file."""
+        """Read a scene written by ``save``; errors name the missing or broken file.
+
+        A scene whose replacement was interrupted between ``save``'s two renames is restored from
+        its ``.<name>.old`` sibling first (logged).
+        """
         directory = Path(directory)
+        _repair(directory, clean=False)
         info_path = directory / "scene.json"
         info = read_json(info_path, "not a syncmv4d scene directory:")
-        if info.get("format") != FORMAT:
-            raise ValueError(f"{info_path}: unknown format {info.get('format')!r}, expected {FORMAT!r}")
-        cameras = [Camera.from_dict(c) for c in info["cameras"]]
+        if not isinstance(info, dict) or info.get("format") != FORMAT:
+            got = info.get("format") if isinstance(info, dict) else type(info).__name__
+            raise ValueError(f"{info_path}: unknown format {got!r}, expected {FORMAT!r}")
+        missing = [k for k in ("cameras", "text", "fps") if k not in info]
+        if missing:
+            raise ValueError(f"{info_path}: missing keys {missing}")
+        if not isinstance(info["cameras"], list) or not info["cameras"]:
+            raise ValueError(f"{info_path}: 'cameras' must be a non-empty list of cameras, got {info['cameras']!r}")
+        if len(info["cameras"]) > MAX_CAMERAS:
+            raise ValueError(f"{info_path}: {len(info['cameras'])} cameras, more than the limit of {MAX_CAMERAS}")
+        try:
+            check_text(info["text"], "text")
+            check_fps(info["fps"], "fps")
+            if not all(isinstance(c, dict) for c in info["cameras"]):
+                raise ValueError("every entry of 'cameras' must be an object")
+            cameras = [Camera.from_dict(c) for c in info["cameras"]]
+        except ValueError as exc:
+            raise ValueError(f"{info_path}: {exc}") from exc
         videos = []
         for cam in cameras:
             path = directory / "videos" / f"{cam.name}.mp4"
@@ -215,17 +302,18 @@ class Scene:
         tracks_path = directory / "tracks.npz"
         if not tracks_path.is_file():
             raise FileNotFoundError(f"{tracks_path} not found")
-        with np.load(tracks_path) as data:
-            tracks_world, labels = data["tracks_world"], data["labels"]
-            track_anchors = data["track_anchors"] if "track_anchors" in data else None
+        arrays = _read_npz(tracks_path, ("tracks_world", "labels"), ("track_anchors",))
         depth = None
         if load_depth and (directory / "depth.npz").is_file():
-            with np.load(directory / "depth.npz") as data:
-                depth = data["depth"]
-        depth_ranges = np.asarray(info["depth_ranges"], dtype=np.float32) if "depth_ranges" in info else None
-        return cls(cameras=cameras, videos=np.stack(videos), tracks_world=tracks_world, labels=labels,
-                   text=info["text"], fps=info["fps"], depth=depth, pseudo_videos=pseudo,
-                   depth_ranges=depth_ranges, track_anchors=track_anchors, meta=info.get("meta", {}))
+            depth = _read_npz(directory / "depth.npz", ("depth",))["depth"]
+        try:
+            depth_ranges = np.asarray(info["depth_ranges"], dtype=np.float32) if "depth_ranges" in info else None
+            return cls(cameras=cameras, videos=np.stack(videos), tracks_world=arrays["tracks_world"],
+                       labels=arrays["labels"], text=info["text"], fps=float(info["fps"]), depth=depth,
+                       pseudo_videos=pseudo, depth_ranges=depth_ranges, track_anchors=arrays.get("track_anchors"),
+                       meta=info.get("meta", {}))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{directory}: {exc}") from exc
 
     def select_views(self, indices: list[int]) -> "Scene":
         """A scene with only the cameras at ``indices`` (tracks and text unchanged).

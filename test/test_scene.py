@@ -141,3 +141,158 @@ def test_select_views_keeps_everything_aligned():
     np.testing.assert_array_equal(sub.depth[1], s.depth[0])
     np.testing.assert_array_equal(sub.depth_ranges, s.depth_ranges[[2, 0]])
     np.testing.assert_array_equal(sub.tracks_world, s.tracks_world)
+
+
+# ---------------------------------------------------------------------- kills, umask, hostile files
+def _save_killed_at(scene: Scene, directory, point: int) -> bool:
+    """Save ``scene`` in a forked child that is killed (``os._exit``, no cleanup) just before its
+    ``point``-th file-system operation (mkdir, write, rename, rmtree: a kill inside rmtree deletes
+    one file first). True when the save completed before reaching ``point``."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            count = [0]
+
+            def wrap(func, partial_rmtree=False):
+                def wrapper(*args, **kwargs):
+                    count[0] += 1
+                    if count[0] == point:
+                        if partial_rmtree:
+                            files = sorted(p for p in Path(args[0]).rglob("*") if p.is_file())
+                            if files:
+                                files[0].unlink()
+                        os._exit(137)
+                    return func(*args, **kwargs)
+                return wrapper
+
+            os.rename, os.mkdir = wrap(os.rename), wrap(os.mkdir)
+            shutil.rmtree = wrap(shutil.rmtree, partial_rmtree=True)
+            scene_module.write_video = wrap(scene_module.write_video)
+            np.savez_compressed = wrap(np.savez_compressed)
+            Path.write_text, Path.mkdir = wrap(Path.write_text), wrap(Path.mkdir)
+            scene.save(directory)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    assert code in (0, 137), f"child failed at point {point} (exit {code})"
+    return code == 0
+
+
+@pytest.mark.parametrize("existing", [True, False])
+def test_save_killed_at_every_point_is_recoverable(tmp_path, existing):
+    """Kill a save before each of its file-system operations: ``load`` then gives the old or the
+    new scene (never an error when an old one existed), and a later save repairs the folder and
+    leaves no temporaries (the killed process's temp folder and ``.s.old`` are removed)."""
+    first, second, third = make_scene(1, False), make_scene(2, False), make_scene(3, False)
+    point = 0
+    while True:
+        point += 1
+        base = tmp_path / f"p{point}"
+        if existing:
+            first.save(base / "s")
+        if _save_killed_at(second, base / "s", point):
+            break
+        if existing or (base / "s").exists():
+            loaded = Scene.load(base / "s")
+            assert any(np.array_equal(loaded.videos, s.videos) for s in (first, second)), point
+        else:
+            with pytest.raises(FileNotFoundError):
+                Scene.load(base / "s")
+        third.save(base / "s")
+        np.testing.assert_array_equal(Scene.load(base / "s").videos, third.videos)
+        assert sorted(p.name for p in base.iterdir()) == ["s"], (point, sorted(p.name for p in base.iterdir()))
+    assert point > 6  # every operation of a save was a kill point
+    np.testing.assert_array_equal(Scene.load(base / "s").videos, second.videos)
+
+
+def test_save_killed_between_the_renames_then_saved_again(tmp_path):
+    """The reported failure: only ``.s.old`` is left; the next save used to fail with Errno 39."""
+    import os
+
+    make_scene(1, False).save(tmp_path / "s")
+    os.rename(tmp_path / "s", tmp_path / ".s.old")
+    make_scene(2, False).save(tmp_path / "s")
+    make_scene(3, False).save(tmp_path / "s")
+    np.testing.assert_array_equal(Scene.load(tmp_path / "s").videos, make_scene(3, False).videos)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+
+
+def test_scene_folders_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = make_scene(1, False).save(tmp_path / "s")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert stat.S_IMODE((out / "videos").stat().st_mode) == 0o755
+    assert stat.S_IMODE((out / "tracks.npz").stat().st_mode) == 0o644
+
+
+def test_disk_full_names_the_scene_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", full)
+    with pytest.raises(OSError, match=r"cannot save scene .*/new: .*No space left on device"):
+        make_scene(1, False).save(tmp_path / "new")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _rewrite_info(path, **changes):
+    info = json.loads((path / "scene.json").read_text())
+    info.update(changes)
+    (path / "scene.json").write_text(json.dumps(info))
+
+
+def test_hostile_scene_files_get_one_line_errors_naming_the_file(tmp_path):
+    good = make_scene(1, False)
+    s = good.save(tmp_path / "s")
+    info = json.loads((s / "scene.json").read_text())
+    cases = [
+        (dict(fps="fast"), r"scene.json: fps must be a .*got 'fast'"),
+        (dict(fps=float("nan")), r"scene.json: fps must be a finite"),
+        (dict(cameras=[]), r"scene.json: 'cameras' must be a non-empty list"),
+        (dict(text="x" * 1_000_000), r"scene.json: text has 1000000 characters, more than the limit of 1000"),
+        (dict(cameras=[{**info["cameras"][0], "name": "../../escape"}]), r"scene.json: camera name '\.\./\.\./escape'"),
+    ]
+    for change, message in cases:
+        _rewrite_info(s, **change)
+        with pytest.raises(ValueError, match=message):
+            Scene.load(s)
+        (s / "scene.json").write_text(json.dumps(info))
+    text = (s / "scene.json").read_text()
+    (s / "scene.json").write_text(text[: len(text) // 2])  # truncated JSON
+    with pytest.raises(ValueError, match=r"scene.json: invalid JSON"):
+        Scene.load(s)
+    (s / "scene.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ValueError, match=r"scene.json: invalid JSON"):
+        Scene.load(s)
+    (s / "scene.json").write_text(json.dumps(info))
+    (s / "tracks.npz").write_bytes(b"")  # zero-byte tracks
+    with pytest.raises(ValueError, match=r"cannot read .*tracks.npz"):
+        Scene.load(s)
+    np.savez(s / "tracks.npz", labels=good.labels)
+    with pytest.raises(ValueError, match=r"tracks.npz: missing arrays \['tracks_world'\]"):
+        Scene.load(s)
+    np.savez(s / "tracks.npz", tracks_world=good.tracks_world[:, :3], labels=good.labels)
+    with pytest.raises(ValueError, match=r"labels must be"):
+        Scene.load(s)
+
+
+def test_camera_names_that_are_not_safe_file_names_are_refused():
+    cam = make_scene(0, False).cameras[0]
+    for name in ("../../escape", "a/b", "..", ".hidden", "", "x" * 65, "-rf", "a b", "nul\x00"):
+        with pytest.raises(ValueError, match=r"camera name .* is not allowed"):
+            Camera.from_dict({**cam.to_dict(), "name": name})
+    assert Camera.from_dict({**cam.to_dict(), "name": "22070938_left-1.0"}).name == "22070938_left-1.0"
