@@ -16,12 +16,12 @@ import argparse
 import numpy as np
 import torch
 
-from syncmv4d_core import tracks as T
+from syncmv4d_core import pseudo_video
 from syncmv4d_core.data.dataset import find_scenes
 from syncmv4d_core.data.taco import sample_views
 from syncmv4d_core.evaluation.metrics import track_accuracy
 from syncmv4d_core.models.codec import PatchifyCodec, codec_to_frames, frames_to_codec
-from syncmv4d_core.pipeline import load_pretrained
+from syncmv4d_core.models.syncmv4d import SyncMV4DModel
 from syncmv4d_core.scene import Scene
 
 
@@ -47,7 +47,7 @@ def main() -> None:
 
     codecs = {"patchify (lossless)": PatchifyCodec(spatial=4)}
     if args.vae_checkpoint:
-        codecs["Wan VAE (trained)"] = load_pretrained(args.vae_checkpoint).codec.eval()
+        codecs["Wan VAE (trained)"] = SyncMV4DModel.from_pretrained(args.vae_checkpoint).codec.eval()
     rng = np.random.default_rng(0)
     rows: dict[str, dict[str, list]] = {name: {"psnr_rgb": [], "psnr_motion": [], "acc": [], "recovered": []}
                                         for name in [*codecs, "static"]}
@@ -55,13 +55,13 @@ def main() -> None:
         scene = Scene.load(directory, load_depth=False)
         scene = scene.select_views(sample_views(scene, rng))
         cams, gt = scene.cameras, scene.tracks_world
-        ranges = T.depth_range_from_tracks(gt, cams)
-        pseudo = T.to_uint8(T.encode_views(gt, cams, ranges)).astype(np.float32) / 255
+        ranges = pseudo_video.depth_range_from_tracks(gt, cams)
+        pseudo = pseudo_video.to_uint8(pseudo_video.encode_views(gt, cams, ranges)).astype(np.float32) / 255
         rgb = scene.videos.astype(np.float32) / 255
-        anchors, visible = T.anchors_for_views(gt, cams)
+        anchors, visible = pseudo_video.anchors_for_views(gt, cams)
         for name, codec in codecs.items():
             rec_rgb, rec_pseudo = round_trip(codec, rgb), round_trip(codec, pseudo)
-            per_view, valid = T.decode_views(rec_pseudo, cams, ranges, anchors)
+            per_view, valid = pseudo_video.decode_views(rec_pseudo, cams, ranges, anchors)
             for v, cam in enumerate(cams):
                 if valid[v].any():
                     rows[name]["acc"].append(track_accuracy(np.nan_to_num(per_view[v]), gt, [cam], valid[v]))

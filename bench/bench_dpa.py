@@ -16,7 +16,7 @@ import time
 import torch
 
 from syncmv4d_core.diffusion.flow import add_noise
-from syncmv4d_core.diffusion.points import coarse_track_frame, dpa_loss, sample_track_noise
+from syncmv4d_core.diffusion.track_flow import coarse_track_frame, dpa_loss, sample_track_noise
 from syncmv4d_core.models.dpa import DPA, preset
 
 

@@ -1,4 +1,4 @@
-"""Round-trip accuracy and speed of the motion pseudo video (syncmv4d_core/tracks.py).
+"""Round-trip accuracy and speed of the motion pseudo video (syncmv4d_core/pseudo_video.py).
 
 For procedural scenes (syncmv4d_core/data/synthetic.py; three views, one per camera cluster) the
 tracks are encoded into pseudo videos, optionally degraded (Gaussian blur + Gaussian noise, a
@@ -21,7 +21,7 @@ import time
 import cv2
 import numpy as np
 
-from syncmv4d_core import tracks as T
+from syncmv4d_core import pseudo_video
 from syncmv4d_core.cameras import CLUSTERS, Camera
 from syncmv4d_core.data.synthetic import SynthConfig, generate_scene
 
@@ -47,7 +47,7 @@ def degrade(videos: np.ndarray, blur: float, noise: float, rng: np.random.Genera
 def round_trip(tracks: np.ndarray, cams: list[Camera], videos: np.ndarray, ranges: np.ndarray,
                anchors: np.ndarray) -> dict[str, np.ndarray]:
     """Decode all views; per recovered point its relative and absolute error, plus counts."""
-    rec, valid = T.decode_views(videos, cams, ranges, anchors)
+    rec, valid = pseudo_video.decode_views(videos, cams, ranges, anchors)
     rel, err, drawable = [], [], 0
     for i, cam in enumerate(cams):
         uv, depth = cam.project(tracks)
@@ -74,17 +74,17 @@ def accuracy(seeds: int, num_frames: int) -> None:
           f"{'recovered':>9} {'med mm':>8}")
     rng = np.random.default_rng(0)
     for height, width in RESOLUTIONS:
-        radii = (T.default_radius(height, width),) if (height, width) != (480, 704) else (1, 2)
+        radii = (pseudo_video.default_radius(height, width),) if (height, width) != (480, 704) else (1, 2)
         for num_points in POINT_COUNTS:
             for radius in radii:
                 rows: dict[tuple[str, str], list[dict]] = {}
                 for seed in range(seeds):
                     tracks, cams = scene_views(seed, num_points, num_frames, height, width)
-                    ranges = T.depth_range_from_tracks(tracks, cams)
-                    anchors, _ = T.anchors_for_views(tracks, cams)
-                    clean = T.encode_views(tracks, cams, ranges, radius=radius)
+                    ranges = pseudo_video.depth_range_from_tracks(tracks, cams)
+                    anchors, _ = pseudo_video.anchors_for_views(tracks, cams)
+                    clean = pseudo_video.encode_views(tracks, cams, ranges, radius=radius)
                     for degraded, videos in (("no", clean), ("blur+noise", degrade(clean, *DEGRADATION, rng))):
-                        for storage, stored in (("float", videos), ("uint8", T.to_uint8(videos))):
+                        for storage, stored in (("float", videos), ("uint8", pseudo_video.to_uint8(videos))):
                             rows.setdefault((storage, degraded), []).append(round_trip(tracks, cams, stored, ranges, anchors))
                 for (storage, degraded), results in rows.items():
                     print(f"{height:4d}x{width:<4d} {num_points:5d} {radius:2d} {storage:>7} {degraded:>9} {summarise(results)}")
@@ -95,19 +95,19 @@ def timing(repeats: int) -> None:
     print(f"{'frames':>6} {'encode_views':>12} {'decode_views float':>18} {'decode_views uint8':>18}")
     for num_frames in (9, 49):
         tracks, cams = scene_views(0, 1600, num_frames, 480, 704)
-        ranges = T.depth_range_from_tracks(tracks, cams)
-        anchors, _ = T.anchors_for_views(tracks, cams)
+        ranges = pseudo_video.depth_range_from_tracks(tracks, cams)
+        anchors, _ = pseudo_video.anchors_for_views(tracks, cams)
         times = {"enc": [], "dec": [], "dec8": []}
         for _ in range(repeats):
             start = time.perf_counter()
-            videos = T.encode_views(tracks, cams, ranges)
+            videos = pseudo_video.encode_views(tracks, cams, ranges)
             times["enc"].append(time.perf_counter() - start)
-            stored = T.to_uint8(videos)
+            stored = pseudo_video.to_uint8(videos)
             start = time.perf_counter()
-            T.decode_views(videos, cams, ranges, anchors)
+            pseudo_video.decode_views(videos, cams, ranges, anchors)
             times["dec"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            T.decode_views(stored, cams, ranges, anchors)
+            pseudo_video.decode_views(stored, cams, ranges, anchors)
             times["dec8"].append(time.perf_counter() - start)
         med = {k: 1000 * np.median(v) for k, v in times.items()}
         print(f"{num_frames:6d} {med['enc']:12.1f} {med['dec']:18.1f} {med['dec8']:18.1f}")

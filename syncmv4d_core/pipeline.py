@@ -6,14 +6,15 @@ The sampling loop with the closed loop of the paper (Sec. 3.5), one iteration pe
    frame 0 of the video latents; the guidance latent of the previous iteration is added to the
    motion input; returns the updated latents, the one-step clean estimates and the depth ranges s.
 2. The clean motion estimate is decoded into pseudo videos and, with s, into per-view coarse
-   tracks in the world frame (``objectives.decode_coarse_tracks``).
+   tracks in the world frame (``diffusion.closed_loop.decode_coarse_tracks``).
 3. DPA advances its own rectified flow over the K world tracks, conditioned on the coarse tracks:
-   v = DPA(M_t, M_hat, t); its clean estimate M_bar = M_t - t v; Euler step to the next t.
+   v = DPA(M_t, M_hat, t); its clean estimate M_bar = M_t - t v (``closed_loop.refine_tracks``);
+   Euler step to the next t.
 4. M_bar is reprojected and normalised into per-view pseudo videos, encoded, and becomes the
-   guidance latent of the next MJD step (``cycle=True``).
+   guidance latent of the next MJD step (``cycle=True``, ``closed_loop.encode_track_guidance``).
 
 DPA's track state starts, at the first step whose coarse estimate has a valid point, from noise
-placed at the coarse tracks' centre and scale (``diffusion.points``); before that, and when
+placed at the coarse tracks' centre and scale (``closed_loop.initial_track_state``); before that, and when
 ``use_dpa=False``, MJD runs without guidance. Ablations: ``use_dpa=False`` fuses the per-view
 decoded tracks directly; ``cycle=False`` runs DPA alongside MJD but never feeds it back;
 ``single_view=True`` generates each view on its own (no inter-view attention, no cross-view
@@ -22,7 +23,6 @@ coarse tracks).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Callable
@@ -31,47 +31,19 @@ import numpy as np
 import torch
 
 from .cameras import Camera
-from .diffusion.points import coarse_track_frame, sample_track_noise
+from .diffusion.closed_loop import (decode_coarse_tracks, encode_track_guidance, initial_track_state,
+                                    read_depth_ranges, refine_tracks)
+from .diffusion.flow import euler_step
 from .diffusion.sampling import impose_reference, make_scheduler, mjd_denoise_step
+from .models.syncmv4d import SyncMV4DModel
+from .pseudo_video import to_uint8
 from .scene import UNKNOWN, Scene
-from .tracks import to_uint8
-from .training.checkpoint import CONFIG_FILE, LATEST, MODEL_FILE, load_weights, resolve_latest, save_json, save_weights
-from .training.objectives import SyncMV4DModel, clamp_depth_ranges, decode_coarse_tracks, encode_track_guidance
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "tiny"
 
 ProgressCallback = Callable[[int, int], None]
-
-
-def save_pretrained(model: SyncMV4DModel, directory: str | Path) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` (``{"model": model config}``, the layout of
-    a training checkpoint, so both load with ``load_pretrained``)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_weights(directory / MODEL_FILE, model.state_dict())
-    save_json(directory / CONFIG_FILE, {"model": model.config})
-    return directory
-
-
-def load_pretrained(directory: str | Path, device: str = "cpu") -> SyncMV4DModel:
-    """A model from ``save_pretrained`` output or a training checkpoint (a ``step_*`` directory or a
-    ``checkpoints/`` root with ``latest``). Safetensors only: loading never executes code."""
-    directory = Path(directory)
-    if (directory / LATEST).is_file():
-        directory = resolve_latest(directory)
-    for name in (MODEL_FILE, CONFIG_FILE):
-        if not (directory / name).is_file():
-            raise FileNotFoundError(f"checkpoint {directory} lacks {name} (expected {MODEL_FILE} + {CONFIG_FILE})")
-    config = json.loads((directory / CONFIG_FILE).read_text())
-    if "model" not in config:
-        raise ValueError(f"{directory / CONFIG_FILE} has no 'model' entry: not a syncmv4d checkpoint")
-    model = SyncMV4DModel.from_config(config["model"])
-    missing, unexpected = model.load_state_dict(load_weights(directory), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"checkpoint {directory} does not fit its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return model.to(device).eval()
 
 
 def fuse_coarse_tracks(coarse: np.ndarray, mask: np.ndarray, num_tracks: int, anchors: np.ndarray | None = None,
@@ -143,7 +115,7 @@ class SyncMV4DPipeline:
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str = "cpu") -> "SyncMV4DPipeline":
         """Load a checkpoint directory (``model.safetensors`` + ``config.json``); None: the built-in tiny model."""
-        return cls(load_pretrained(DEFAULT_CHECKPOINT if path is None else path, device))
+        return cls(SyncMV4DModel.from_pretrained(DEFAULT_CHECKPOINT if path is None else path, device))
 
     # ------------------------------------------------------------------ input checks
     def check_inputs(self, images: list[np.ndarray | None], cameras: list[Camera], text: str, num_frames: int,
@@ -252,19 +224,17 @@ class SyncMV4DPipeline:
                                    ref_latents, ref_mask, guidance, guidance_scale)
             video, motion = res.video_latents, res.motion_latents
             if motion is not None:
-                depth = clamp_depth_ranges(res.depth_range)  # (1, V, 2)
+                depth = read_depth_ranges(res.depth_range)  # (1, V, 2) metres
                 last = i + 1 == num_run
                 if use_dpa or last:  # without DPA only the final estimate is decoded (and fused)
-                    coarse, mask = decode_coarse_tracks(model.decode_latents(res.motion_x0), depth, cams)
+                    coarse, mask = decode_coarse_tracks(model, res.motion_x0, depth, cams)
                 if use_dpa and bool(mask.any()):
-                    sigma, sigma_next = sigmas[i].to(device), sigmas[i + 1].to(device)
+                    sigma, sigma_next = sigmas[i].to(device).expand(1), sigmas[i + 1].to(device).expand(1)
                     if track_state is None:
-                        centre, scale = coarse_track_frame(coarse, mask)
                         shape = (1, num_frames, model.config["num_tracks"], 3)
-                        track_state = sample_track_noise(shape, centre.cpu(), scale.cpu(), generator).to(device)
-                    velocity = model.dpa(track_state, coarse, sigma.expand(1), mask)
-                    refined = track_state - sigma * velocity  # M_bar, (1, F, K, 3)
-                    track_state = refined if last else track_state + (sigma_next - sigma) * velocity
+                        track_state = initial_track_state(coarse, mask, shape, generator)
+                    velocity, refined = refine_tracks(model, track_state, coarse, mask, sigma)  # M_bar (1, F, K, 3)
+                    track_state = refined if last else euler_step(track_state, velocity, sigma, sigma_next)
                     guidance = encode_track_guidance(model, refined, depth, cams) if cycle else None
             if callback is not None:
                 callback(step_offset + i + 1, total)

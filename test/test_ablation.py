@@ -8,8 +8,8 @@ import torch
 from syncmv4d_core.data.synthetic import SynthConfig, generate_scene
 from syncmv4d_core.evaluation.ablation import SETTINGS, VIDEO_ONLY, codec_round_trip, run_ablation, static_baseline
 from syncmv4d_core.evaluation.evaluate import evaluate_scene
-from syncmv4d_core.pipeline import SyncMV4DPipeline, save_pretrained
-from syncmv4d_core.training.objectives import SyncMV4DModel
+from syncmv4d_core.pipeline import SyncMV4DPipeline
+from syncmv4d_core.models.syncmv4d import SyncMV4DModel
 
 
 def _scene():
@@ -31,9 +31,8 @@ def test_reference_rows_bracket_the_representation():
 def test_run_ablation_writes_every_row(tmp_path):
     _scene().save(tmp_path / "scenes" / "scene_a")
     torch.manual_seed(0)
-    ckpt = save_pretrained(SyncMV4DModel.from_config({"num_tracks": 32}), tmp_path / "full")
-    video_only = save_pretrained(SyncMV4DModel.from_config({"mjd": {"preset": "tiny", "motion": False}}),
-                                 tmp_path / "video")
+    ckpt = SyncMV4DModel.from_config({"num_tracks": 32}).save_pretrained(tmp_path / "full")
+    video_only = SyncMV4DModel.from_config({"mjd": {"preset": "tiny", "motion": False}}).save_pretrained(tmp_path / "video")
     rows = run_ablation(ckpt, tmp_path / "scenes", tmp_path / "out", num_scenes=1, num_steps=2,
                         video_only_checkpoint=video_only)
     assert set(rows) == {*SETTINGS, VIDEO_ONLY, "static (ref.)", "GT enc-dec (ref.)"}

@@ -14,7 +14,7 @@ from syncmv4d_core.cameras import CLUSTERS
 from syncmv4d_core.data.dataset import SceneDataset, collate_scenes, find_scenes, scene_split
 from syncmv4d_core.data.synthetic import SynthConfig, generate_scene, write_scenes
 from syncmv4d_core.scene import Scene
-from syncmv4d_core.tracks import encode_views
+from syncmv4d_core.pseudo_video import encode_views
 
 CONFIG = SynthConfig(num_frames=9, height=32, width=32, num_points=128)
 

@@ -5,8 +5,8 @@ import spconv.pytorch as spconv
 import torch
 import torch.nn.functional as F
 
-from syncmv4d_core.diffusion.flow import add_noise, estimate_x0
-from syncmv4d_core.diffusion.points import chamfer_distance, coarse_track_frame, dpa_loss, sample_track_noise
+from syncmv4d_core.diffusion.flow import add_noise, estimate_x0, model_timestep
+from syncmv4d_core.diffusion.track_flow import chamfer_distance, coarse_track_frame, dpa_loss, sample_track_noise
 from syncmv4d_core.models.dpa import DPA, DPAConfig, patch_partition, preset
 from syncmv4d_core.models.spconv_cpu import SubMConv3d
 
@@ -128,8 +128,7 @@ def _inputs(seed: int, b=2, v=3, f=9, k=256, kc=200):
     mask = torch.rand(b, v, f, kc, generator=g) > 0.2
     noisy = centre + 0.15 * torch.randn(b, f, k, 3, generator=g)
     t = torch.rand(b, generator=g)
-    source = torch.randint(-1, v * kc, (b, k), generator=g)
-    return noisy, coarse, t, mask, source
+    return noisy, coarse, t, mask
 
 
 def _randomized_model(config: DPAConfig = preset("tiny")) -> DPA:
@@ -144,8 +143,8 @@ def _randomized_model(config: DPAConfig = preset("tiny")) -> DPA:
 
 def test_forward_shapes_and_gradients_reach_every_parameter():
     model = _randomized_model().train()
-    noisy, coarse, t, mask, source = _inputs(0)
-    velocity = model(noisy, coarse, t, mask, source)
+    noisy, coarse, t, mask = _inputs(0)
+    velocity = model(noisy, coarse, t, mask)
     assert velocity.shape == (2, 9, 256, 3)
     assert torch.isfinite(velocity).all() and velocity.abs().mean() > 0
     velocity.square().mean().backward()
@@ -155,47 +154,42 @@ def test_forward_shapes_and_gradients_reach_every_parameter():
 
 def test_fresh_model_is_the_zero_velocity():
     model = DPA(preset("tiny"))
-    noisy, coarse, t, mask, _ = _inputs(1, f=3, k=32, kc=16)
+    noisy, coarse, t, mask = _inputs(1, f=3, k=32, kc=16)
     assert torch.equal(model(noisy, coarse, t, mask), torch.zeros_like(noisy))
 
 
 def test_velocity_is_equivariant_to_track_permutation():
     model = _randomized_model()
-    noisy, coarse, t, mask, source = _inputs(2, f=5, k=128, kc=100)
+    noisy, coarse, t, mask = _inputs(2, f=5, k=128, kc=100)
     perm = torch.randperm(128, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        out = model(noisy, coarse, t, mask, source)
-        out_perm = model(noisy[:, :, perm], coarse, t, mask, source[:, perm])
+        out = model(noisy, coarse, t, mask)
+        out_perm = model(noisy[:, :, perm], coarse, t, mask)
     assert torch.allclose(out_perm, out[:, :, perm], atol=1e-5)
 
 
 def test_velocity_is_invariant_to_coarse_track_order_and_invalid_points():
     model = _randomized_model()
-    noisy, coarse, t, mask, source = _inputs(3, f=5, k=128, kc=100)
+    noisy, coarse, t, mask = _inputs(3, f=5, k=128, kc=100)
     v, kc = coarse.shape[1], coarse.shape[3]
     perm = torch.randperm(kc, generator=torch.Generator().manual_seed(1))
-    new_position = torch.argsort(perm)  # coarse track j of a view moves to new_position[j]
-    view, j = source.clamp_min(0) // kc, source.clamp_min(0) % kc
-    new_source = torch.where(source >= 0, view * kc + new_position[j], source)
     moved = coarse.clone()
     moved[~mask] = 7.0  # invalid coarse points carry arbitrary values
     with torch.no_grad():
-        out = model(noisy, coarse, t, mask, source)
-        out_perm = model(noisy, moved[:, :, :, perm], t, mask[:, :, :, perm], new_source)
+        out = model(noisy, coarse, t, mask)
+        out_perm = model(noisy, moved[:, :, :, perm], t, mask[:, :, :, perm])
     assert torch.allclose(out_perm, out, atol=1e-5)
 
 
 def test_bad_inputs_raise_value_error():
     model = DPA(preset("tiny"))
-    noisy, coarse, t, mask, source = _inputs(4, f=3, k=16, kc=8)
+    noisy, coarse, t, mask = _inputs(4, f=3, k=16, kc=8)
     with pytest.raises(ValueError, match="noisy_tracks"):
         model(noisy[..., :2], coarse, t, mask)
     with pytest.raises(ValueError, match="coarse_tracks"):
         model(noisy, coarse[:, :, :2], t, mask)
     with pytest.raises(ValueError, match="timestep"):
         model(noisy, coarse, t[:1], mask)
-    with pytest.raises(ValueError, match="track_source"):
-        model(noisy, coarse, t, mask, source.clamp_max(0) + 3 * 8)
     with pytest.raises(ValueError, match="no valid coarse point"):
         model(noisy, coarse, t, torch.zeros_like(mask))
     with pytest.raises(ValueError, match="unknown DPAConfig"):
@@ -242,7 +236,7 @@ def test_overfitting_a_small_set_beats_the_coarse_tracks(_one_thread):
         with torch.no_grad():
             results = []
             for t, noise, noisy in cases:
-                velocity = model(noisy, coarse, t, mask, source)
+                velocity = model(noisy, coarse, model_timestep(t), mask)
                 loss = dpa_loss(velocity, noisy, tracks, noise, t, scale).total.item()
                 error = (estimate_x0(noisy, velocity, t) - tracks).norm(dim=-1).mean().item()
                 results.append((loss, error))
@@ -251,7 +245,7 @@ def test_overfitting_a_small_set_beats_the_coarse_tracks(_one_thread):
     loss_before, _ = evaluate()
     for step in range(60):
         t, noise, noisy = cases[step % len(cases)]
-        loss = dpa_loss(model(noisy, coarse, t, mask, source), noisy, tracks, noise, t, scale).total
+        loss = dpa_loss(model(noisy, coarse, model_timestep(t), mask), noisy, tracks, noise, t, scale).total
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from syncmv4d_core.diffusion.flow import add_noise, mjd_loss, sample_timesteps, velocity_target
-from syncmv4d_core.diffusion.sampling import impose_reference, sample_mjd
+from syncmv4d_core.diffusion.flow import (add_noise, mjd_loss, mjd_velocity, preconditioned_velocity, sample_timesteps,
+                                          velocity_target)
+from syncmv4d_core.diffusion.sampling import impose_reference, make_scheduler, mjd_denoise_step
 from syncmv4d_core.models.codec import PatchifyCodec, WanVAECodec, codec_to_frames, frames_to_codec
 from syncmv4d_core.models.mjd import MJDTransformer, preset, wan_reference_model
 from syncmv4d_core.models.text import TinyTextEncoder, load_umt5
@@ -214,36 +215,19 @@ def test_tiny_mjd_training_loss_falls_and_sampling_shapes():
     assert losses[-1] < 0.6 * losses[0]  # measured: 3.83 -> 1.76
     model.eval()
     latent_shape = tuple(z_video.shape[1:])  # (V, 48, 3, 16, 16)
-    sample = sample_mjd(model, text, latent_shape, z_video[:, :, :, :1], ref_mask,
-                        uncond_text=text_encoder.encode([""]), guidance_scale=3.0, num_steps=3,
-                        generator=torch.Generator().manual_seed(1))
-    assert sample.video_latents.shape == sample.motion_latents.shape == (1, *latent_shape)
-    assert sample.depth_range.shape == (1, V, 2)
-    assert torch.equal(sample.video_latents[:, :, :, 0], z_video[:, :, :, 0])
-    assert codec.decode(sample.video_latents[0]).shape == (V, 3, 9, 32, 32)
-
-
-def test_sampling_is_seeded_and_calls_callback_and_guidance():
-    torch.manual_seed(0)
-    model = _trained_like(MJDTransformer(preset("tiny"))).eval()
-    _, _, text = _inputs(6)
-    calls, guided = [], []
-
-    def guidance_fn(step, x0_motion, depth_range):
-        guided.append((step, x0_motion.shape, depth_range.shape))
-        return 0.1 * x0_motion
-
-    runs = [sample_mjd(model, text, (V, C, FL, H, W), num_steps=4, scheduler=s, flow_shift=3.0,
-                       generator=torch.Generator().manual_seed(7), callback=lambda i, n: calls.append((i, n)),
-                       guidance_fn=guidance_fn) for s in ("unipc", "unipc", "euler")]
-    assert torch.equal(runs[0].video_latents, runs[1].video_latents)
-    assert torch.equal(runs[0].motion_latents, runs[1].motion_latents)
-    assert not torch.allclose(runs[0].video_latents, runs[2].video_latents)
-    assert calls[:4] == [(1, 4), (2, 4), (3, 4), (4, 4)]
-    assert [s for s, _, _ in guided[:3]] == [0, 1, 2]  # no guidance after the last step
-    assert guided[0][1] == (1, V, C, FL, H, W) and guided[0][2] == (1, V, 2)
-    unguided = sample_mjd(model, text, (V, C, FL, H, W), num_steps=4, generator=torch.Generator().manual_seed(7))
-    assert not torch.allclose(unguided.motion_latents, runs[0].motion_latents)
+    video_sched, motion_sched = make_scheduler("unipc", 3.0), make_scheduler("unipc", 3.0)
+    for sched in (video_sched, motion_sched):
+        sched.set_timesteps(3)
+    g = torch.Generator().manual_seed(1)
+    video, motion = torch.randn((1, *latent_shape), generator=g), torch.randn((1, *latent_shape), generator=g)
+    for step in range(3):
+        res = mjd_denoise_step(model, video_sched, motion_sched, step, video, motion, text, text_encoder.encode([""]),
+                               z_video[:, :, :, :1], ref_mask, None, 3.0)
+        video, motion = res.video_latents, res.motion_latents
+    assert video.shape == motion.shape == res.video_x0.shape == (1, *latent_shape)
+    assert res.depth_range.shape == (1, V, 2)
+    assert torch.equal(video[:, :, :, 0], z_video[:, :, :, 0])
+    assert codec.decode(video[0]).shape == (V, 3, 9, 32, 32)
 
 
 # ---------------------------------------------------------------- codecs
@@ -300,8 +284,6 @@ def test_load_umt5_missing_directory_is_clear(tmp_path):
 
 
 def test_preconditioned_velocity_is_the_best_linear_predictor_plus_unit_residual():
-    from syncmv4d_core.models.mjd import preconditioned_velocity
-
     g = torch.Generator().manual_seed(0)
     s = 0.5
     for t in (0.05, 0.5, 0.95):
@@ -317,6 +299,7 @@ def test_preconditioned_velocity_is_the_best_linear_predictor_plus_unit_residual
 
 
 def test_sigma_data_passes_the_noise_through_the_skip():
+    """mjd_velocity preconditions MJD's output: a zero network output leaves the skip c_skip(t) x_t."""
     cfg = preset("tiny", sigma_data=0.5)
     torch.manual_seed(0)
     model = MJDTransformer(cfg)
@@ -326,7 +309,9 @@ def test_sigma_data_passes_the_noise_through_the_skip():
     video = torch.randn(1, 2, 48, 3, 4, 4)
     motion = torch.randn(1, 2, 48, 3, 4, 4)
     t = torch.tensor([800.0])
-    out = model(video, motion, t, torch.randn(1, 7, cfg.text_dim), torch.tensor([[True, False]]))
+    out = mjd_velocity(model, video, motion, t, torch.randn(1, 7, cfg.text_dim), torch.tensor([[True, False]]))
+    assert torch.equal(model(video, motion, t, torch.randn(1, 7, cfg.text_dim)).motion_velocity,
+                       torch.zeros_like(motion))  # the network itself never reads the noise level
     skip = (0.8 - 0.2 * 0.25) / (0.04 * 0.25 + 0.64)
     torch.testing.assert_close(out.motion_velocity, skip * motion)
     torch.testing.assert_close(out.video_velocity[:, 1], skip * video[:, 1])

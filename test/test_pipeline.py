@@ -9,10 +9,10 @@ import torch
 from syncmv4d_core.cameras import Camera
 from syncmv4d_core.data.dataset import collate_scenes
 from syncmv4d_core.data.synthetic import SynthConfig, generate_scene
-from syncmv4d_core.pipeline import (SyncMV4DPipeline, fuse_coarse_tracks, load_pretrained, save_pretrained,
-                                    track_anchors)
-from syncmv4d_core.training.objectives import STAGES, SyncMV4DModel, compute_loss, stage_parameters
-from syncmv4d_core import tracks as T
+from syncmv4d_core.pipeline import SyncMV4DPipeline, fuse_coarse_tracks, track_anchors
+from syncmv4d_core.models.syncmv4d import SyncMV4DModel
+from syncmv4d_core.training.objectives import STAGES, compute_loss, stage_parameters
+from syncmv4d_core import pseudo_video
 
 VIEWS = [0, 4, 8]  # one camera per cluster of the synthetic rig
 
@@ -31,11 +31,11 @@ def model():
 def _batch(scene) -> dict:
     """A collated batch of one scene (three views), built like the dataset builds items."""
     cams = [scene.cameras[i] for i in VIEWS]
-    ranges = T.depth_range_from_tracks(scene.tracks_world, cams)
-    anchors, visible = T.anchors_for_views(scene.tracks_world, cams)
+    ranges = pseudo_video.depth_range_from_tracks(scene.tracks_world, cams)
+    anchors, visible = pseudo_video.anchors_for_views(scene.tracks_world, cams)
     item = {
         "videos": torch.from_numpy(scene.videos[VIEWS].astype(np.float32) / 255),
-        "pseudo_videos": torch.from_numpy(T.encode_views(scene.tracks_world, cams, ranges)),
+        "pseudo_videos": torch.from_numpy(pseudo_video.encode_views(scene.tracks_world, cams, ranges)),
         "depth_ranges": torch.from_numpy(ranges), "tracks_world": torch.from_numpy(scene.tracks_world),
         "anchors_uv": torch.from_numpy(anchors), "anchor_visible": torch.from_numpy(visible),
         "intrinsics": torch.from_numpy(np.stack([c.K for c in cams]).astype(np.float32)),
@@ -131,8 +131,8 @@ def test_pipeline_rejects_bad_input_before_compute(model, scene):
 
 
 def test_checkpoint_round_trip_and_missing_checkpoint(model, scene, tmp_path):
-    save_pretrained(model, tmp_path / "ckpt")
-    loaded = load_pretrained(tmp_path / "ckpt")
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = SyncMV4DModel.from_pretrained(tmp_path / "ckpt")
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
@@ -141,9 +141,9 @@ def test_checkpoint_round_trip_and_missing_checkpoint(model, scene, tmp_path):
 
 def test_fusion_and_anchor_identity(scene):
     cams = [scene.cameras[i] for i in VIEWS]
-    ranges = T.depth_range_from_tracks(scene.tracks_world, cams)
-    anchors, _ = T.anchors_for_views(scene.tracks_world, cams)
-    coarse, valid = T.decode_views(T.encode_views(scene.tracks_world, cams, ranges), cams, ranges, anchors)
+    ranges = pseudo_video.depth_range_from_tracks(scene.tracks_world, cams)
+    anchors, _ = pseudo_video.anchors_for_views(scene.tracks_world, cams)
+    coarse, valid = pseudo_video.decode_views(pseudo_video.encode_views(scene.tracks_world, cams, ranges), cams, ranges, anchors)
     fused, source = fuse_coarse_tracks(np.nan_to_num(coarse), valid, 50)
     assert fused.shape == (9, 50, 3) and np.isfinite(fused).all()
     # every fused track is a ground-truth track (the decoded copy of track `source[:, 1]`)

@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..scene import Scene
-from ..tracks import anchors_for_views, depth_range_from_tracks, encode_views
+from ..pseudo_video import anchors_for_views, depth_range_from_tracks, encode_views
 from .taco import sample_views
 
 logger = logging.getLogger(__name__)

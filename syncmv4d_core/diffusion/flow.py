@@ -1,8 +1,10 @@
 """Rectified flow (paper Sec. 3.1) and the MJD objective (Eq. 3).
 
 Convention (Wan / diffusers flow matching): t in [0, 1] is the noise level (sigma),
-x_t = (1 - t) x_0 + t eps, velocity v = eps - x_0, model timestep = 1000 t, and one Euler step
-x_{t'} = x_t + (t' - t) v. The noising, target and estimate functions work on tensors of any shape
+x_t = (1 - t) x_0 + t eps, velocity v = eps - x_0, and one Euler step x_{t'} = x_t + (t' - t) v.
+Both networks (MJD and DPA) take the scheduler's timestep ``model_timestep(t)`` =
+NUM_TRAIN_TIMESTEPS * t, never sigma; ``mjd_velocity`` is the one place that turns MJD's output
+into a velocity (the skip preconditioning of the tiny presets). The noising, target and estimate functions work on tensors of any shape
 (latents, world-space point tracks): ``t`` is (N,) for a batch of N samples or any shape that
 broadcasts against the leading dimensions of ``x``.
 """
@@ -13,6 +15,11 @@ import torch
 import torch.nn.functional as F
 
 NUM_TRAIN_TIMESTEPS = 1000  # model timestep = 1000 * t (Wan, diffusers flow-matching schedulers)
+
+
+def model_timestep(t: torch.Tensor) -> torch.Tensor:
+    """The timestep both networks take for noise level t in [0, 1] (a scheduler's ``timesteps``)."""
+    return NUM_TRAIN_TIMESTEPS * t
 
 
 def _expand(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -62,6 +69,52 @@ def euler_step(x_t: torch.Tensor, velocity: torch.Tensor, t: torch.Tensor, t_nex
     return x_t + (_expand(t_next, x_t) - _expand(t, x_t)) * velocity
 
 
+def preconditioned_velocity(x_t: torch.Tensor, raw: torch.Tensor, t: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """Rectified-flow velocity with a skip from the noisy input (EDM-style preconditioning).
+
+    For x_t = (1 - t) x_0 + t eps with x_0 of standard deviation sigma_data, the best linear
+    predictor of v = eps - x_0 from x_t is c_skip x_t, c_skip = (t - (1 - t) s^2) / D with
+    D = (1 - t)^2 s^2 + t^2; the network output F is scaled by c_out = s / sqrt(D) (the residual's
+    standard deviation), so F targets unit variance at every t.
+
+    x_t, raw: (B, V, C, F', h, w); t: broadcastable noise levels in [0, 1].
+    """
+    s2 = sigma_data ** 2
+    t = t.to(x_t.dtype)
+    denom = (1 - t) ** 2 * s2 + t ** 2
+    c_skip = (t - (1 - t) * s2) / denom
+    c_out = sigma_data / denom.sqrt()
+    return c_skip * x_t + c_out * raw
+
+
+def mjd_velocity(mjd, video_latents: torch.Tensor, motion_latents: torch.Tensor | None, timestep: torch.Tensor,
+                 text: torch.Tensor, ref_mask: torch.Tensor | None = None,
+                 motion_guidance: torch.Tensor | None = None):
+    """MJD's prediction as velocities: the one call site of the MJD network for sampling and training.
+
+    Args:
+        mjd: an ``MJDTransformer``; the other arguments as its ``forward`` (timestep (B,) from
+            ``model_timestep``).
+    Returns:
+        its ``MJDOutput`` with video / motion velocities (B, V, C, F', h, w); with
+        ``mjd.config.sigma_data`` set the network output is preconditioned here (frame 0 of a view
+        with a reference image is at noise level 0).
+    """
+    out = mjd(video_latents, motion_latents, timestep, text, ref_mask, motion_guidance)
+    sigma_data = mjd.config.sigma_data
+    if sigma_data is None:
+        return out
+    b, v, _, f = video_latents.shape[:4]
+    t = (timestep / NUM_TRAIN_TIMESTEPS).view(b, 1, 1, 1, 1, 1)
+    t_video = t.expand(b, v, 1, f, 1, 1).clone()
+    if ref_mask is not None:
+        t_video[:, :, :, 0] = torch.where(ref_mask.view(b, v, 1, 1, 1), 0.0, t_video[:, :, :, 0])
+    video_velocity = preconditioned_velocity(video_latents, out.video_velocity, t_video, sigma_data)
+    motion_velocity = None if out.motion_velocity is None else preconditioned_velocity(
+        motion_latents, out.motion_velocity, t, sigma_data)
+    return type(out)(video_velocity, motion_velocity, out.depth_range)
+
+
 def video_loss_mask(ref_mask: torch.Tensor | None, shape: torch.Size) -> torch.Tensor:
     """(B, V, 1, F', 1, 1) float mask for video latents (B, V, C, F', h, w): 0 on frame 0 of views
     whose frame 0 is the reference latent (it is given, not generated, as in Wan TI2V)."""
@@ -103,5 +156,5 @@ def mjd_loss(video_velocity: torch.Tensor, video_target: torch.Tensor, motion_ve
     return terms
 
 
-__all__ = ["NUM_TRAIN_TIMESTEPS", "shift_timesteps", "sample_timesteps", "add_noise", "velocity_target",
+__all__ = ["NUM_TRAIN_TIMESTEPS", "model_timestep", "preconditioned_velocity", "mjd_velocity", "shift_timesteps", "sample_timesteps", "add_noise", "velocity_target",
            "estimate_x0", "euler_step", "video_loss_mask", "mjd_loss"]

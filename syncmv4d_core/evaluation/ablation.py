@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .. import tracks as T
+from .. import pseudo_video
 from ..data.dataset import find_scenes
 from ..data.taco import sample_views
 from ..pipeline import SyncMV4DPipeline, fuse_coarse_tracks
@@ -53,17 +53,17 @@ def static_baseline(gt: Scene) -> Scene:
 
 def codec_round_trip(gt: Scene, pipe: SyncMV4DPipeline) -> Scene:
     """Ground-truth tracks -> 8-bit pseudo videos -> codec encode/decode -> decoded, fused tracks."""
-    ranges = T.depth_range_from_tracks(gt.tracks_world, gt.cameras)
-    pseudo = T.to_uint8(T.encode_views(gt.tracks_world, gt.cameras, ranges))
+    ranges = pseudo_video.depth_range_from_tracks(gt.tracks_world, gt.cameras)
+    pseudo = pseudo_video.to_uint8(pseudo_video.encode_views(gt.tracks_world, gt.cameras, ranges))
     with torch.no_grad():
         x = torch.from_numpy(pseudo.astype(np.float32) / 255.0)[None]
         decoded = pipe.model.decode_latents(pipe.model.encode_videos(x))[0].numpy()
-    anchors, _ = T.anchors_for_views(gt.tracks_world, gt.cameras)
-    per_view, valid = T.decode_views(decoded, gt.cameras, ranges, anchors)
+    anchors, _ = pseudo_video.anchors_for_views(gt.tracks_world, gt.cameras)
+    per_view, valid = pseudo_video.decode_views(decoded, gt.cameras, ranges, anchors)
     fused, source = fuse_coarse_tracks(np.nan_to_num(per_view), valid, gt.num_points)
     ids = np.concatenate([source[:, :1], anchors[source[:, 0], source[:, 1]]], axis=1).astype(np.float32)
     return Scene(gt.cameras, gt.videos, fused, gt.labels[source[:, 1]], gt.text, gt.fps,
-                 pseudo_videos=T.to_uint8(decoded), depth_ranges=ranges, track_anchors=ids,
+                 pseudo_videos=pseudo_video.to_uint8(decoded), depth_ranges=ranges, track_anchors=ids,
                  meta={"reference": "codec round trip"})
 
 

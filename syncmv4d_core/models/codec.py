@@ -6,9 +6,9 @@ and h = H / spatial_compression, w = W / spatial_compression. A single image is 
 
 - ``WanVAECodec``: Wan2.2's ``AutoencoderKLWan`` (z_dim 48, 4x16x16), latents normalised per channel
   with the VAE config's ``latents_mean`` / ``latents_std`` exactly as the Wan pipelines do.
-- ``PatchifyCodec``: a fixed, exactly invertible packing for tiny presets: 4 frames x 2x2 pixels x
-  3 colours = 48 channels per latent cell (4x2x2 compression); latent frame 0 holds frame 0
-  repeated 4 times.
+- ``PatchifyCodec``: a fixed, exactly invertible packing for tiny presets: ``temporal`` frames x
+  ``spatial`` x ``spatial`` pixels x 3 colours per latent cell (the tiny config's 4 x 4 x 4: 192
+  channels); latent frame 0 holds frame 0 repeated ``temporal`` times.
 """
 
 from __future__ import annotations
@@ -151,17 +151,6 @@ class WanVAECodec(LatentCodec):
         return self.vae.decode(z.to(dtype)).sample.float()
 
 
-def load_codec(kind: str, local_dir: str | Path | None = None) -> LatentCodec:
-    """``patchify`` (tiny presets) or ``wan`` (``<local_dir>/vae``)."""
-    if kind == "patchify":
-        return PatchifyCodec()
-    if kind == "wan":
-        if local_dir is None:
-            raise ValueError("codec 'wan' needs local_dir (the Wan2.2-TI2V-5B-Diffusers directory)")
-        return WanVAECodec.from_local(local_dir)
-    raise ValueError(f"unknown codec {kind!r}; choose 'patchify' or 'wan'")
-
-
 def frames_to_codec(videos: torch.Tensor) -> torch.Tensor:
     """(N, F, H, W, 3) float in [0, 1] (the Scene layout) -> (N, 3, F, H, W) in [-1, 1]."""
     if videos.ndim != 5 or videos.shape[-1] != 3:
@@ -174,4 +163,4 @@ def codec_to_frames(videos: torch.Tensor) -> torch.Tensor:
     return ((videos.permute(0, 2, 3, 4, 1) + 1.0) * 0.5).clamp(0.0, 1.0)
 
 
-__all__ = ["LatentCodec", "PatchifyCodec", "WanVAECodec", "load_codec", "frames_to_codec", "codec_to_frames"]
+__all__ = ["LatentCodec", "PatchifyCodec", "WanVAECodec", "frames_to_codec", "codec_to_frames"]

@@ -3,18 +3,17 @@ network that turns noisy 4D tracks into a velocity, conditioned on per-view coar
 
 Contract (called at every denoising step of the closed loop)::
 
-    v = DPA(M_t (B, F, K, 3), M_hat (B, V, F, Kc, 3), t (B,), mask (B, V, F, Kc))
-    M_bar = M_t - t v        # (B, F, K, 3), metres, world frame
+    v = DPA(M_t (B, F, K, 3), M_hat (B, V, F, Kc, 3), timestep (B,), mask (B, V, F, Kc))
+    M_bar = M_t - t v        # (B, F, K, 3), metres, world frame; timestep = model_timestep(t)
 
 Data flow inside (B samples, F frames, K noisy tracks, V views, Kc coarse tracks per view):
 
 1. Normalisation. Centre c (B, 3) and scale s (B,) come from the valid coarse points
-   (:func:`~syncmv4d_core.diffusion.points.coarse_track_frame`); every input coordinate enters the
+   (:func:`~syncmv4d_core.diffusion.track_flow.coarse_track_frame`); every input coordinate enters the
    network as (x - c) / s and the predicted velocity leaves it multiplied by s.
 2. One point cloud per (sample, frame): the K noisy points of that frame plus the valid coarse
    points of all V views at that frame (their union), voxelised at ``grid_size`` metres. Noisy
-   points are embedded from their position (and, when ``track_source`` names it, the position of
-   the coarse track they come from); coarse points from their position plus a learned view
+   points are embedded from their position; coarse points from their position plus a learned view
    embedding.
 3. A U-Net of PTv3 blocks over these clouds. Each block: xCPE (SubMConv3d k=3 -> Linear ->
    LayerNorm on voxel-averaged features, residual), adaLN-modulated serialized patch attention
@@ -29,7 +28,8 @@ Data flow inside (B samples, F frames, K noisy tracks, V views, Kc coarse tracks
    enters as whole trajectories), then temporal self-attention along each track, then an MLP.
 5. Head: adaLN-modulated LayerNorm -> Linear to a velocity (zero-initialised), times s.
 
-Timestep conditioning: sinusoidal embedding of 1000 t -> MLP -> adaLN-Zero modulation of every
+Timestep conditioning: sinusoidal embedding of the timestep (``diffusion.flow.model_timestep``,
+as MJD's) -> MLP -> adaLN-Zero modulation of every
 sub-layer (shift, scale, gate; gates start at zero so every block starts as the identity).
 """
 
@@ -42,8 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from syncmv4d_core.diffusion.flow import NUM_TRAIN_TIMESTEPS
-from syncmv4d_core.diffusion.points import coarse_track_frame
+from syncmv4d_core.diffusion.track_flow import coarse_track_frame
 from syncmv4d_core.models.config import ConfigMixin
 from syncmv4d_core.models.point import ORDERS, Point
 from syncmv4d_core.models.spconv_cpu import SubMConv3d
@@ -212,6 +211,8 @@ class PointBlock(nn.Module):
         # 3. MLP
         h = _modulate(self.norm2(x), mod[3], mod[4])
         point.feat = x + mod[5] * self.mlp(h)
+        # keep the spconv tensor in step with feat (PTv3 re-syncs after every block)
+        point.sparse_conv_feat = point.sparse_conv_feat.replace_feature(point.voxel_features(point.feat))
         return point
 
 
@@ -287,7 +288,7 @@ class DPA(nn.Module):
         # 1. Timestep and frame embeddings
         self.time_mlp = nn.Sequential(nn.Linear(cfg.freq_dim, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
         # 2. Point embeddings: noisy (position, source coarse position, source flag), coarse (position + view)
-        self.noisy_embed = nn.Linear(7, c0)
+        self.noisy_embed = nn.Linear(3, c0)
         self.coarse_embed = nn.Linear(3, c0)
         self.view_embedding = nn.Embedding(cfg.max_views, c0)
         # 3. Coarse trajectory tokens: per-frame MLP of (position, frame), masked mean over frames
@@ -319,7 +320,7 @@ class DPA(nn.Module):
 
     def check_inputs(
         self, noisy_tracks: Tensor, coarse_tracks: Tensor, timestep: Tensor,
-        coarse_mask: Tensor | None, track_source: Tensor | None,
+        coarse_mask: Tensor | None,
     ) -> Tensor:
         """Validate shapes; returns the coarse mask (all True when None)."""
         if noisy_tracks.ndim != 4 or noisy_tracks.shape[-1] != 3:
@@ -335,13 +336,6 @@ class DPA(nn.Module):
             coarse_mask = torch.ones(coarse_tracks.shape[:-1], dtype=torch.bool, device=coarse_tracks.device)
         elif coarse_mask.shape != coarse_tracks.shape[:-1]:
             raise ValueError(f"coarse_mask must be {tuple(coarse_tracks.shape[:-1])}, got {tuple(coarse_mask.shape)}")
-        if track_source is not None:
-            n_coarse = coarse_tracks.shape[1] * coarse_tracks.shape[3]
-            if track_source.shape != (b, k):
-                raise ValueError(f"track_source must be ({b}, {k}), got {tuple(track_source.shape)}")
-            if int(track_source.min()) < -1 or int(track_source.max()) >= n_coarse:
-                raise ValueError(f"track_source values must lie in [-1, {n_coarse}), got "
-                                 f"[{int(track_source.min())}, {int(track_source.max())}]")
         return coarse_mask.bool()
 
     def forward(
@@ -350,22 +344,19 @@ class DPA(nn.Module):
         coarse_tracks: Tensor,
         timestep: Tensor,
         coarse_mask: Tensor | None = None,
-        track_source: Tensor | None = None,
     ) -> Tensor:
         """Predict the rectified-flow velocity of the noisy tracks.
 
         Args:
             noisy_tracks: (B, F, K, 3) M_t, metres, world frame.
             coarse_tracks: (B, V, F, Kc, 3) per-view coarse tracks M_hat, metres, world frame.
-            timestep: (B,) t in [0, 1].
+            timestep: (B,) ``model_timestep(t)`` of the noise level t in [0, 1] (as MJD).
             coarse_mask: (B, V, F, Kc) bool validity of the coarse points (None: all valid).
-            track_source: (B, K) int64 index ``v * Kc + j`` of the coarse track each noisy track
-                was drawn from, or -1; None: the tracks are an unordered set.
 
         Returns:
             (B, F, K, 3) velocity v, metres per unit t (M_bar = M_t - t v).
         """
-        coarse_mask = self.check_inputs(noisy_tracks, coarse_tracks, timestep, coarse_mask, track_source)
+        coarse_mask = self.check_inputs(noisy_tracks, coarse_tracks, timestep, coarse_mask)
         b, f, k, _ = noisy_tracks.shape
         v, kc = coarse_tracks.shape[1], coarse_tracks.shape[3]
         device = noisy_tracks.device
@@ -375,7 +366,7 @@ class DPA(nn.Module):
         coarse_n = (coarse_tracks - centre[:, None, None, None]) / scale[:, None, None, None, None]
 
         # 2. Timestep / frame embeddings
-        temb = self.time_mlp(sinusoidal_embedding(NUM_TRAIN_TIMESTEPS * timestep, self.config.freq_dim))  # (B, Dt)
+        temb = self.time_mlp(sinusoidal_embedding(timestep, self.config.freq_dim))  # (B, Dt)
         temb_segment = temb.repeat_interleave(f, dim=0)  # (B*F, Dt), segment = b * F + frame
         frame_emb = sinusoidal_embedding(torch.arange(f, device=device), self.config.channels[0])  # (F, C0)
 
@@ -389,8 +380,7 @@ class DPA(nn.Module):
         coarse_valid = coarse_mask.any(2).flatten(1)  # (B, V*Kc)
 
         # 4. Level-0 point clouds: per (sample, frame) the K noisy points then the valid coarse points
-        source_n, source_ok = self._source_positions(coarse_n, coarse_mask, track_source, k)
-        noisy_feat = self.noisy_embed(torch.cat([noisy_n, source_n, source_ok[..., None]], -1))  # (B, F, K, C0)
+        noisy_feat = self.noisy_embed(noisy_n)  # (B, F, K, C0)
         coarse_feat = self.coarse_embed(coarse_n) + self.view_embedding.weight[:v, None, None]  # (B, V, F, Kc, C0)
         point = self._union_point(noisy_tracks, noisy_feat, coarse_tracks, coarse_feat, coarse_mask)
         noisy_rows = point.track >= 0  # (N,) the B*F*K noisy points, in (b, frame, k) order
@@ -423,21 +413,6 @@ class DPA(nn.Module):
         shift, scale_mod = self.modulation_out(temb)[:, None, None].chunk(2, dim=-1)
         velocity_n = self.proj_out(_modulate(self.norm_out(tracks), shift, scale_mod))  # (B, F, K, 3)
         return velocity_n * scale[:, None, None, None]
-
-    @staticmethod
-    def _source_positions(
-        coarse_n: Tensor, coarse_mask: Tensor, track_source: Tensor | None, k: int
-    ) -> tuple[Tensor, Tensor]:
-        """Normalised position (B, F, K, 3) and validity (B, F, K) float of each noisy track's source."""
-        b, v, f, kc, _ = coarse_n.shape
-        if track_source is None:
-            return coarse_n.new_zeros(b, f, k, 3), coarse_n.new_zeros(b, f, k)
-        flat = coarse_n.permute(0, 2, 1, 3, 4).reshape(b, f, v * kc, 3)  # (B, F, V*Kc, 3)
-        flat_mask = coarse_mask.permute(0, 2, 1, 3).reshape(b, f, v * kc)  # (B, F, V*Kc)
-        index = track_source.clamp_min(0)[:, None].expand(-1, f, -1)  # (B, F, K)
-        ok = flat_mask.gather(2, index) & (track_source >= 0)[:, None]
-        pos = flat.gather(2, index[..., None].expand(-1, -1, -1, 3)) * ok[..., None]
-        return pos, ok.to(coarse_n.dtype)
 
     def _union_point(
         self, noisy: Tensor, noisy_feat: Tensor, coarse: Tensor, coarse_feat: Tensor, coarse_mask: Tensor

@@ -76,9 +76,10 @@ class MJDConfig(ConfigMixin):
     inter_view: bool = True  # False: single-view ablation (views run independently)
     gradient_checkpointing: bool = False
     # Skip preconditioning of the velocity (None: off, Wan's own parameterisation). With sigma_data
-    # set, v = c_skip(t) x_t + c_out(t) F(x_t) (``preconditioned_velocity``): the noise reaches the
-    # output through the skip, which a model whose token width is below the values per token
-    # (tiny presets: 128 < 192 channels x 2 x 2) cannot pass through its blocks.
+    # set, the network output F is a preconditioned residual and the velocity is
+    # v = c_skip(t) x_t + c_out(t) F (``diffusion.flow.preconditioned_velocity``, applied by the
+    # step and loss code, never inside forward): the noise reaches the output through the skip,
+    # which a model whose token width is below the values per token cannot pass through its blocks.
     sigma_data: float | None = None
 
     @property
@@ -121,8 +122,10 @@ def preset(name: str, **changes) -> MJDConfig:
 class MJDOutput:
     """MJD prediction.
 
-    video_velocity: (B, V, C, F', h, w) rectified-flow velocity of the video latents.
-    motion_velocity: (B, V, C, F', h, w) velocity of the motion latents, None when motion is off.
+    video_velocity: (B, V, C, F', h, w) rectified-flow velocity of the video latents (with
+        ``config.sigma_data`` set: the preconditioned network output F, see
+        ``diffusion.flow.mjd_velocity``).
+    motion_velocity: (B, V, C, F', h, w) the same for the motion latents, None when motion is off.
     depth_range: (B, V, 2) per-view (z_min, z_max) in metres, None when motion is off.
     """
 
@@ -435,7 +438,7 @@ class MJDTransformer(nn.Module):
         video_latents: (B, V, C, F', h, w) noisy video latents; where ``ref_mask`` is set, frame 0
             must already hold the reference-image latent (the sampler / training loop imposes it).
         motion_latents: (B, V, C, F', h, w) noisy motion latents, or None when ``motion=False``.
-        timestep: (B,) model timestep in [0, 1000) (= 1000 * sigma).
+        timestep: (B,) scheduler timestep (``diffusion.flow.model_timestep`` of the noise level).
         encoder_hidden_states: (B, L, text_dim) text tokens (umT5 output).
         ref_mask: (B, V) bool, True where view v has a reference image: its frame-0 video tokens
             get timestep 0 (Wan TI2V per-token timesteps). None = no references.
@@ -491,40 +494,15 @@ class MJDTransformer(nn.Module):
         shift, scale = (self.scale_shift_table[:, None] + video_temb[..., None, :]).chunk(2, dim=-2)
         out = _modulate(self.norm_out, groups[0], shift.squeeze(-2), scale.squeeze(-2))
         video_velocity = self._unpatchify(self.proj_out(out.flatten(1, 2)), f, h, w).unflatten(0, (b, v))
-        if cfg.sigma_data is not None:
-            t_video = (timestep / 1000).view(b, 1, 1, 1, 1, 1).expand(b, v, 1, f, 1, 1).clone()
-            t_video[:, :, :, 0] = torch.where(has_ref.view(b, v, 1, 1, 1), 0.0, t_video[:, :, :, 0])  # reference: t = 0
-            video_velocity = preconditioned_velocity(video_latents, video_velocity, t_video, cfg.sigma_data)
         if not cfg.motion:
             return MJDOutput(video_velocity, None, None)
         motion_temb = temb[t_idx][:, None, None]  # (N, 1, 1, d)
         shift, scale = (self.motion_out_scale_shift_table[:, None] + motion_temb[..., None, :]).chunk(2, dim=-2)
         out = _modulate(self.norm_out, groups[1], shift.squeeze(-2), scale.squeeze(-2))
         motion_velocity = self._unpatchify(self.motion_proj_out(out.flatten(1, 2)), f, h, w).unflatten(0, (b, v))
-        if cfg.sigma_data is not None:
-            t_motion = (timestep / 1000).view(b, 1, 1, 1, 1, 1)
-            motion_velocity = preconditioned_velocity(motion_latents, motion_velocity, t_motion, cfg.sigma_data)
         scale_tokens = groups[2][:, 0, :cfg.num_scale_tokens]  # (N, t_s, d)
         depth_range = self.depth_head(self.norm_out(scale_tokens.float()).type_as(scale_tokens))
         return MJDOutput(video_velocity, motion_velocity, depth_range.reshape(b, v, cfg.num_scale_tokens))
-
-
-def preconditioned_velocity(x_t: torch.Tensor, raw: torch.Tensor, t: torch.Tensor, sigma_data: float) -> torch.Tensor:
-    """Rectified-flow velocity with a skip from the noisy input (EDM-style preconditioning).
-
-    For x_t = (1 - t) x_0 + t eps with x_0 of standard deviation sigma_data, the best linear
-    predictor of v = eps - x_0 from x_t is c_skip x_t, c_skip = (t - (1 - t) s^2) / D with
-    D = (1 - t)^2 s^2 + t^2; the network output F is scaled by c_out = s / sqrt(D) (the residual's
-    standard deviation), so F targets unit variance at every t.
-
-    x_t, raw: (B, V, C, F', h, w); t: broadcastable noise levels in [0, 1].
-    """
-    s2 = sigma_data ** 2
-    t = t.to(x_t.dtype)
-    denom = (1 - t) ** 2 * s2 + t ** 2
-    c_skip = (t - (1 - t) * s2) / denom
-    c_out = sigma_data / denom.sqrt()
-    return c_skip * x_t + c_out * raw
 
 
 def wan_reference_model(config: MJDConfig) -> WanTransformer3DModel:

@@ -19,7 +19,6 @@ its ``latest``) intact; ``latest_checkpoint`` ignores half-written directories.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -27,12 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
-MODEL_FILE = "model.safetensors"
+from ..fileio import atomic_write
+from ..models.syncmv4d import CONFIG_FILE, LATEST, MODEL_FILE, load_weights, save_weights
+
 STATE_FILE = "state.pt"
-CONFIG_FILE = "config.json"
-LATEST = "latest"
 PARTIAL_PREFIX = ".partial_"
 
 
@@ -46,49 +44,10 @@ def rng_file(rank: int) -> str:
     return f"rng_rank{rank}.pt"
 
 
-# ---------------------------------------------------------------------------------- atomic files
-def _atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then ``os.replace`` it onto ``path`` (same directory, so atomic)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor]) -> None:
-    """Write a state_dict as safetensors, atomically (tensors sharing memory are copied apart)."""
-    seen: set[int] = set()
-    tensors = {}
-    for name, tensor in state_dict.items():
-        tensor = tensor.detach().cpu().contiguous()
-        if tensor.numel() and tensor.untyped_storage().data_ptr() in seen:
-            tensor = tensor.clone()  # safetensors refuses tensors that share storage (tied weights)
-        seen.add(tensor.untyped_storage().data_ptr())
-        tensors[name] = tensor
-    _atomic(Path(path), lambda tmp: save_file(tensors, str(tmp)))
-
-
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state_dict from safetensors (no pickle).
-
-    Args:
-        path: a ``.safetensors`` file, a checkpoint directory, or a checkpoints root with ``latest``.
-    """
-    path = Path(path)
-    if path.is_dir():
-        if (path / LATEST).is_file():
-            path = resolve_latest(path)
-        path = path / MODEL_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no weights at {path}")
-    return load_file(str(path))
-
-
+# ---------------------------------------------------------------------------------- files
 def save_state(path: str | Path, state: dict) -> None:
     """``torch.save`` a dict of tensors / numbers / strings / lists / dicts atomically."""
-    _atomic(Path(path), lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_state(path: str | Path) -> dict:
@@ -97,11 +56,6 @@ def load_state(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no training state at {path}")
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def save_json(path: str | Path, data: dict) -> None:
-    """Write JSON atomically."""
-    _atomic(Path(path), lambda tmp: tmp.write_text(json.dumps(data, indent=1)))
 
 
 # ---------------------------------------------------------------------------------- RNG states
@@ -173,7 +127,7 @@ def commit_checkpoint(partial: str | Path, keep: int) -> Path:
     if final.exists():  # the same step written again (e.g. a stage end that is also a ckpt_every step)
         shutil.rmtree(final)
     os.replace(partial, final)
-    _atomic(root / LATEST, lambda tmp: tmp.write_text(final.name + "\n"))
+    atomic_write(root / LATEST, lambda tmp: tmp.write_text(final.name + "\n"))
     complete = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
     for old in complete[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -198,7 +152,7 @@ def latest_checkpoint(root: str | Path) -> Path | None:
 
 
 __all__ = [
-    "save_weights", "load_weights", "save_state", "load_state", "save_json", "rng_state", "set_rng_state",
+    "save_weights", "load_weights", "save_state", "load_state", "rng_state", "set_rng_state",
     "partial_dir", "begin_checkpoint", "commit_checkpoint", "resolve_latest", "latest_checkpoint",
     "checkpoint_name", "rng_file", "MODEL_FILE", "STATE_FILE", "CONFIG_FILE",
 ]

@@ -21,7 +21,6 @@ import copy
 import csv
 import logging
 import math
-import os
 import random
 import time
 from collections import OrderedDict
@@ -35,11 +34,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data.dataset import SceneDataset, collate_scenes
+from ..fileio import atomic_write, atomic_write_json
+from ..models.syncmv4d import SyncMV4DModel
 from .checkpoint import (
     CONFIG_FILE, MODEL_FILE, STATE_FILE, begin_checkpoint, checkpoint_name, commit_checkpoint, latest_checkpoint,
-    load_state, load_weights, partial_dir, rng_file, rng_state, save_json, save_state, save_weights, set_rng_state,
+    load_state, load_weights, partial_dir, rng_file, rng_state, save_state, save_weights, set_rng_state,
 )
 from .config import StageConfig, TrainConfig
+from .objectives import SyncMV4DObjective, compute_loss, stage_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -135,12 +137,13 @@ class CsvLog:
             csv.DictWriter(f, self.columns).writerow(row)
 
     def _rewrite(self) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, self.columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path)
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, self.columns)
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+        atomic_write(self.path, write)
 
 
 def read_log(path: str | Path) -> list[dict]:
@@ -191,18 +194,15 @@ def plot_losses(out_dir: str | Path) -> Path:
         if ax.lines:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    path = out_dir / PLOT_FILE
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    path = atomic_write(out_dir / PLOT_FILE, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
 # ---------------------------------------------------------------------------------- validation
 @torch.no_grad()
-def estimate_loss(model: torch.nn.Module, dataset: SceneDataset, stage: StageConfig, size: tuple[int, int] | None,
-                  config: TrainConfig, compute_loss, accelerator: Accelerator) -> dict[str, float]:
+def estimate_loss(model: SyncMV4DModel, dataset: SceneDataset, stage: StageConfig, size: tuple[int, int] | None,
+                  config: TrainConfig, accelerator: Accelerator) -> dict[str, float]:
     """Mean loss terms over the first ``val_samples`` validation scenes (eval mode, fixed views and noise).
 
     Every process evaluates the same samples (under ZeRO-3 all must run the forward). The global
@@ -228,9 +228,12 @@ def estimate_loss(model: torch.nn.Module, dataset: SceneDataset, stage: StageCon
 
 
 # ---------------------------------------------------------------------------------- checkpoints
-def save_checkpoint(accelerator: Accelerator, model: torch.nn.Module, optimizer, config: TrainConfig,
+def save_checkpoint(accelerator: Accelerator, objective: torch.nn.Module, optimizer, config: TrainConfig,
                     counters: dict, generator: torch.Generator) -> Path:
-    """Write checkpoint ``step_<global_step>`` (every process writes its RNG states) and plot the losses."""
+    """Write checkpoint ``step_<global_step>`` (every process writes its RNG states) and plot the losses.
+
+    ``objective``: the prepared ``SyncMV4DObjective``; its model's weights are saved.
+    """
     out_dir = Path(config.out_dir)
     root = out_dir / "checkpoints"
     name = checkpoint_name(counters["global_step"])
@@ -239,13 +242,13 @@ def save_checkpoint(accelerator: Accelerator, model: torch.nn.Module, optimizer,
     accelerator.wait_for_everyone()
     partial = partial_dir(root, name)
     save_state(partial / rng_file(accelerator.process_index), rng_state(generator))
-    weights = accelerator.get_state_dict(model)  # gathers ZeRO-3 shards
+    weights = accelerator.get_state_dict(objective)  # gathers ZeRO-3 shards; keys "model.<name>"
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        save_weights(partial / MODEL_FILE, weights)
+        model_config = accelerator.unwrap_model(objective).model.config
+        save_weights(partial / MODEL_FILE, {k.removeprefix("model."): v for k, v in weights.items()})
         save_state(partial / STATE_FILE, {**counters, "optimizer": optimizer.state_dict(),
-                                          "config": config.to_dict(), "model_config": unwrapped.config})
-        save_json(partial / CONFIG_FILE, {"train": config.to_dict(), "model": unwrapped.config})
+                                          "config": config.to_dict(), "model_config": model_config})
+        atomic_write_json(partial / CONFIG_FILE, {"train": config.to_dict(), "model": model_config})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         commit_checkpoint(partial, config.keep_checkpoints)
@@ -264,8 +267,6 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             start when there is no checkpoint yet). Without it, an out_dir that already holds
             checkpoints is refused rather than overwritten.
     """
-    from .objectives import SyncMV4DModel, compute_loss, stage_parameters
-
     config.validate()
     out_dir = Path(config.out_dir)
     ckpt_root = out_dir / "checkpoints"
@@ -347,7 +348,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                 logger.warning("DeepSpeed: resuming mid-stage restarts the optimizer moments (docs/training.md)")
             else:
                 optimizer.load_state_dict(state["optimizer"])
-        prepared, optimizer = accelerator.prepare(model, optimizer)
+        # DDP / DeepSpeed wrap the objective: its forward returns the loss, so gradients are synchronised
+        prepared, optimizer = accelerator.prepare(SyncMV4DObjective(model), optimizer)
         dataset = SceneDataset(config.data_root, split=config.train_split, num_frames=config.num_frames,
                                fraction=stage.data_fraction, seed=config.seed, num_views=stage.num_views,
                                cache_size=config.cache_size, preload=config.preload, cache=cache)
@@ -365,7 +367,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                 for batch in micro_batches:
                     with accelerator.accumulate(prepared):
                         with accelerator.autocast():
-                            losses = compute_loss(accelerator.unwrap_model(prepared), batch, stage.name, generator)
+                            losses = prepared(batch, stage.name, generator)
                         if not torch.isfinite(losses["loss"]):
                             raise FloatingPointError(f"stage {stage.name!r} step {step}: non-finite loss "
                                                      f"{ {k: float(v) for k, v in losses.items()} }")
@@ -393,8 +395,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
 
                 # 6c. Validation.
                 if val_set is not None and (done or config.eval_every and global_step % config.eval_every == 0):
-                    values = estimate_loss(accelerator.unwrap_model(prepared), val_set, stage, stage.size_at(step),
-                                           config, compute_loss, accelerator)
+                    values = estimate_loss(model, val_set, stage, stage.size_at(step), config, accelerator)
                     if is_main:
                         val_log.append({"step": global_step, "stage": stage.name, "stage_step": step + 1, **values})
                         for key, value in values.items():

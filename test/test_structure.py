@@ -1,0 +1,91 @@
+"""The core's layout: import direction, and outputs unchanged by the structure move.
+
+``test/data/structure_reference.npz`` was recorded (before the move of the model to
+``models/syncmv4d.py`` and of the closed loop to ``diffusion/closed_loop.py``) from the built-in
+model with a fixed seed: tracks and depth ranges, SHA-256 of the videos and pseudo videos, and
+every loss term of the three trained stages for a randomly initialised model (torch seed 0).
+"""
+
+import ast
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import syncmv4d_core
+from syncmv4d_core.data.synthetic import SynthConfig, generate_scene
+from syncmv4d_core.models.syncmv4d import SyncMV4DModel
+from syncmv4d_core.pipeline import SyncMV4DPipeline
+from syncmv4d_core.training.objectives import STAGES, compute_loss
+
+from test_pipeline import VIEWS, _batch
+
+CORE = Path(syncmv4d_core.__file__).parent
+REFERENCE = Path(__file__).parent / "data" / "structure_reference.npz"
+INFERENCE = ("models", "diffusion", "pipeline.py")  # never import training / evaluation
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute names of the syncmv4d_core modules a file imports (relative imports resolved)."""
+    package = ["syncmv4d_core", *path.relative_to(CORE).parent.parts]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            names |= {module} | {f"{module}.{a.name}" for a in node.names}
+    return {n for n in names if n.startswith("syncmv4d_core")}
+
+
+def test_inference_never_imports_training_or_evaluation():
+    files = [p for part in INFERENCE for p in ((CORE / part).rglob("*.py") if (CORE / part).is_dir() else [CORE / part])]
+    assert len(files) > 8
+    offending = {str(p.relative_to(CORE)): sorted(n for n in _imports(p)
+                                                  if n.startswith(("syncmv4d_core.training", "syncmv4d_core.evaluation")))
+                 for p in files}
+    assert {k: v for k, v in offending.items() if v} == {}
+
+
+def test_import_walk_resolves_relative_imports():
+    """The walk resolves relative imports (so the test above can fail)."""
+    assert "syncmv4d_core.pseudo_video" in _imports(CORE / "diffusion" / "closed_loop.py")
+    assert "syncmv4d_core.training.objectives" in {n for p in (CORE / "training").glob("train.py") for n in _imports(p)}
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return dict(np.load(REFERENCE))
+
+
+def _sha(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name, kwargs", [("full", {}), ("no_dpa", {"use_dpa": False}), ("no_cycle", {"cycle": False})])
+def test_builtin_model_outputs_are_those_recorded_before_the_move(reference, name, kwargs):
+    torch.set_num_threads(1)  # the reference was recorded with one thread
+    scene = generate_scene(3, SynthConfig(num_frames=9, height=64, width=64, num_points=256))
+    pipe = SyncMV4DPipeline.from_checkpoint()
+    out = pipe([scene.videos[i, 0] for i in VIEWS], [scene.cameras[i] for i in VIEWS], scene.text, num_frames=9,
+               num_steps=20, seed=0, **kwargs)
+    np.testing.assert_array_equal(out.tracks_world, reference[f"{name}_tracks"])
+    np.testing.assert_array_equal(out.depth_ranges, reference[f"{name}_depth"])
+    assert _sha(out.videos) == str(reference[f"{name}_videos_sha256"])
+    assert _sha(out.pseudo_videos) == str(reference[f"{name}_pseudo_sha256"])
+
+
+@pytest.mark.parametrize("stage", [s for s in STAGES if s != "vae"])
+def test_stage_losses_are_those_recorded_before_the_move(reference, stage):
+    torch.set_num_threads(1)
+    scene = generate_scene(3, SynthConfig(num_frames=9, height=64, width=64, num_points=256))
+    torch.manual_seed(0)
+    model = SyncMV4DModel.from_config({"num_tracks": 64})
+    terms = compute_loss(model, _batch(scene), stage, torch.Generator().manual_seed(0))
+    recorded = {k.removeprefix(f"loss_{stage}_"): v for k, v in reference.items() if k.startswith(f"loss_{stage}_")}
+    assert set(terms) == set(recorded)
+    for key, value in terms.items():
+        np.testing.assert_array_equal(value.detach().numpy(), recorded[key], err_msg=key)
