@@ -101,3 +101,72 @@ def test_video_feature_metrics_with_local_tiny_weights(tmp_path):
     assert values["SubjectConsistency"] is None and "--dino" in unavailable["SubjectConsistency"]
     with pytest.raises(FileNotFoundError, match="config.json"):
         video_feature_metrics(static, tmp_path / "missing")
+
+
+# ---------------------------------------------------------------------------------- identity-free motion
+def _moving_set(rng, K=40):
+    """(9, K, 3) tracks 5 cm apart at frame 0: half still, half moving 6 cm along +z over the clip."""
+    base = np.stack(np.meshgrid(np.arange(K // 4), np.arange(2), np.arange(2), indexing="ij"), -1).reshape(-1, 3) * 0.05
+    t = np.arange(9)[:, None, None] / 8.0
+    motion = np.zeros((1, K, 3))
+    motion[0, K // 2:, 2] = 0.06
+    return (base[None] + t * motion).astype(np.float64)
+
+
+def test_identity_free_perfect_and_shuffled(tracks):
+    for pred in (tracks, tracks[:, ::-1]):
+        out = metrics.identity_free_motion(pred, tracks)
+        assert out["surface@2cm"] == 100.0 and out["chamfer_mm"] == 0 and out["disp_mm"] == 0
+        assert out["disp_moving_mm"] == 0 and out["disp_moving_ratio"] == 0
+
+
+def test_static_prediction_scores_the_true_motion(tracks):
+    still = metrics.static_tracks(tracks)
+    assert np.all(still == tracks[:1])
+    disp = metrics.tied_displacement_error(still, tracks)
+    truth = np.linalg.norm(tracks[1:] - tracks[:1], axis=-1).mean()          # every track moves, same speed
+    assert disp["disp_mm"] == pytest.approx(1000 * truth) and disp["disp_moving_mm"] == pytest.approx(1000 * truth)
+    out = metrics.identity_free_motion(tracks, tracks)
+    assert out["disp_mm_static"] == pytest.approx(1000 * truth) and out["disp_moving_ratio"] == 0
+
+
+def test_moving_tracks_and_threshold():
+    gt = _moving_set(np.random.default_rng(0))
+    still = metrics.static_tracks(gt)
+    disp = metrics.tied_displacement_error(still, gt)
+    assert disp["moving_fraction"] == 0.5
+    # the moving half moves t/8 * 6 cm: mean over t = 1..8 is 6 cm * 4.5 / 8
+    assert disp["disp_moving_mm"] == pytest.approx(60.0 * 4.5 / 8) and disp["disp_mm"] == pytest.approx(30.0 * 4.5 / 8)
+    assert metrics.tied_displacement_error(still, gt, moving_threshold=0.07)["moving_fraction"] == 0
+    assert np.isnan(metrics.tied_displacement_error(still, gt, moving_threshold=0.07)["disp_moving_mm"])
+
+
+def test_offset_counts_in_position_not_in_displacement():
+    gt = _moving_set(np.random.default_rng(0))
+    near = gt + np.array([0.0, 0.0, 0.01])       # 1 cm up: inside 2 cm, motion exact
+    out = metrics.identity_free_motion(near, gt)
+    assert out["surface@2cm"] == 100 and out["disp_mm"] == pytest.approx(0, abs=1e-9)
+    assert out["chamfer_mm"] == pytest.approx(10.0)  # points 5 cm apart: the nearest is the shifted one both ways
+    far = gt.copy()
+    far[:, ::2] += np.array([0.0, 0.0, 0.025])   # half the tracks 2.5 cm off (points are 5 cm apart)
+    assert metrics.surface_proximity(far, gt) == 0.5
+
+
+def test_chamfer_mm_of_a_half_spacing_shift():
+    grid = np.stack(np.meshgrid(*[np.arange(6) * 0.01] * 3, indexing="ij"), -1).reshape(1, -1, 3)
+    grid = np.repeat(grid, 3, axis=0)
+    shifted = grid + np.array([0.005, 0.0, 0.0])  # every point 5 mm from its nearest neighbour, both ways
+    out = metrics.chamfer_mm_per_frame(shifted, grid)
+    assert out["chamfer_mm"] == pytest.approx(5.0) and out["accuracy_mm"] == pytest.approx(5.0)
+    assert out["per_frame_mm"].shape == (3,)
+    one = metrics.chamfer_mm_per_frame(np.zeros((2, 1, 3)), np.full((2, 1, 3), 0.1))
+    assert one["chamfer_mm"] == pytest.approx(1000 * np.sqrt(3) * 0.1)
+
+
+def test_identity_free_shape_errors(tracks):
+    with pytest.raises(ValueError, match="equal F"):
+        metrics.identity_free_motion(tracks[:5], tracks)
+    with pytest.raises(ValueError, match="non-empty"):
+        metrics.identity_free_motion(tracks[:, :0], tracks)
+    with pytest.raises(ValueError, match="F >= 2"):
+        metrics.tied_displacement_error(tracks[:1], tracks[:1])

@@ -13,6 +13,14 @@ depth) of those candidates: the surface visible at that pixel. A prediction with
 the ground-truth tracks themselves). Track metrics are computed on the matched pairs in pred's
 cameras; unmatched predicted tracks are counted in ``matching``.
 
+Identity-free motion (``metrics.identity_free_motion``) uses ALL finite predicted tracks, no
+identity: surface proximity at frame 0, per-frame Chamfer in mm, and the displacement error of
+each track tied to its nearest true track at frame 0, with the same numbers for the static
+baseline of the prediction (its frame-0 points held still). Scene keeping and hand presence
+(``video_metrics``): PSNR on pixels static in the true video and hand-pixel IoU against the true
+hand region, re-rendered from a synthetic ground truth's seed, with the ground-truth video (ceiling)
+and the copied reference frame (baseline) through the same measure; frames >= 1 only.
+
 Result of ``evaluate_scene`` (JSON-ready apart from NaN, which ``write_tables`` writes as null)::
 
     {"metrics": {name: float | None for name in METRICS},
@@ -31,10 +39,11 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .. import tracks as tracks_lib
+from .. import pseudo_video
 from ..cameras import Camera
 from ..scene import Scene
 from . import metrics as M
+from . import video_metrics as VM
 from .video_features import video_feature_metrics
 
 DEFAULT_MAX_ANCHOR_PX = 1.5  # anchor match radius in pixels (anchors are stored as 8-bit colours: W / 255 px)
@@ -58,12 +67,36 @@ MOTION_COLUMNS = {
     "RPE-MV": ("RPE-MV", ".1f", "relative error between views' decoded tracks, x100"),
     "PI-MV": ("PI-MV", ".1f", "% view-pair points with relative error < 0.25"),
 }
+# Identity-free motion over ALL predicted tracks (metrics.identity_free_motion), with the static
+# baseline of the same prediction (its own frame-0 points held still).
+SET_COLUMNS = {
+    "surface@2cm": ("Surf@2cm", ".1f", "% predicted tracks within 2 cm of a true track's frame-0 point at frame 0"),
+    "chamfer_mm": ("Chamfer mm", ".1f", "per-frame mean nearest distance both ways, mm"),
+    "disp_mm": ("Disp mm", ".1f", "displacement error of tracks tied to the nearest true track at frame 0, mm"),
+    "disp_moving_mm": ("Disp-mov mm", ".1f", "the same over tracks tied to a true track moving > 1 cm, mm"),
+    "chamfer_mm_static": ("Chamfer mm (static)", ".1f", "Chamfer of the prediction's frame 0 held still, mm"),
+    "disp_mm_static": ("Disp mm (static)", ".1f", "displacement error of the prediction's frame 0 held still, mm"),
+    "disp_moving_mm_static": ("Disp-mov mm (static)", ".1f", "moving-track displacement error of the static baseline, mm"),
+    "disp_moving_ratio": ("Disp-mov / static", ".2f", "Disp-mov mm over its static baseline (split: ratio of the means)"),
+}
+# Does the video keep the scene and show the hand (video_metrics.py)? Frames >= 1.
+KEEP_COLUMNS = {
+    "psnr_static_db": ("PSNR-static", ".2f", "PSNR on pixels static in the true video, frames >= 1, dB"),
+    "psnr_static_db_copy": ("PSNR-static (copy)", ".2f", "the same for the copied reference frame, dB"),
+    "hand_iou": ("Hand IoU", ".3f", "IoU of the video's hand mask with the true hand region, frames >= 1"),
+    "hand_iou_gt": ("Hand IoU (GT)", ".3f", "the same for the true video (the measure's ceiling)"),
+    "hand_iou_copy": ("Hand IoU (copy)", ".3f", "the same for the copied reference frame (baseline)"),
+}
 REFERENCE_COLUMNS = {
     "Smoothness_gt": ("Smooth (GT)", ".3g", "smoothness of the ground-truth tracks"),
     "RPE-fused": ("RPE-fused", ".1f", "relative error, decoded view tracks vs fused tracks, x100"),
     "PI-fused": ("PI-fused", ".1f", "% decoded view points within 0.25 of the fused tracks"),
+    "accuracy_mm": ("Acc. mm", ".1f", "mean distance of predicted points to the true set (Chamfer's first half), mm"),
+    "completeness_mm": ("Comp. mm", ".1f", "mean distance of true points to the predicted set (second half), mm"),
+    "moving_fraction": ("Moving %", ".1f", "% predicted tracks tied to a true track moving > 1 cm"),
+    "static_fraction": ("Static px %", ".1f", "% pixels static in the true video (PSNR-static's pixels)"),
 }
-METRICS = (*VIDEO_COLUMNS, *MOTION_COLUMNS, *REFERENCE_COLUMNS)
+METRICS = (*VIDEO_COLUMNS, *KEEP_COLUMNS, *MOTION_COLUMNS, *SET_COLUMNS, *REFERENCE_COLUMNS)
 
 NOTES = {
     "MatchingPixels": "OpenCV SIFT + Lowe ratio 0.75 + RANSAC fundamental-matrix inliers (not GIM as in the paper); "
@@ -186,8 +219,8 @@ def match_tracks(pred: Scene, gt: Scene, max_anchor_px: float = DEFAULT_MAX_ANCH
 def _consistency(pred: Scene) -> dict:
     """RPE-MV / PI-MV between pred's decoded views (two or more views) and RPE-fused / PI-fused
     between each view's decoded tracks and pred's fused tracks, in that view's camera frame."""
-    anchors_uv, _ = tracks_lib.anchors_for_views(pred.tracks_world, pred.cameras)        # (V, K, 2)
-    per_view, valid = tracks_lib.decode_views(pred.pseudo_videos, pred.cameras, pred.depth_ranges, anchors_uv)
+    anchors_uv, _ = pseudo_video.anchors_for_views(pred.tracks_world, pred.cameras)        # (V, K, 2)
+    per_view, valid = pseudo_video.decode_views(pred.pseudo_videos, pred.cameras, pred.depth_ranges, anchors_uv)
     out = {}
     if pred.num_views >= 2:
         mv = M.multiview_consistency(per_view, valid, pred.cameras)
@@ -200,7 +233,7 @@ def _consistency(pred: Scene) -> dict:
 
 
 def evaluate_scene(pred: Scene, gt: Scene, dino_dir: str | Path | None = None, clip_dir: str | Path | None = None,
-                   max_anchor_px: float = DEFAULT_MAX_ANCHOR_PX) -> dict:
+                   max_anchor_px: float = DEFAULT_MAX_ANCHOR_PX, hand: bool = True) -> dict:
     """All Tab. 1-2 metrics of one predicted scene against its ground truth.
 
     Args:
@@ -208,12 +241,15 @@ def evaluate_scene(pred: Scene, gt: Scene, dino_dir: str | Path | None = None, c
         gt: the ground-truth scene (its cameras must include pred's, see ``check_cameras``).
         dino_dir, clip_dir: local transformers weight directories for subject consistency / CLIP-V.
         max_anchor_px: anchor match radius for track identity, pixels.
+        hand: measure hand-pixel IoU (re-renders a synthetic ground truth from its seed; other
+            ground truths report it unavailable).
     Returns:
         {"metrics", "matching", "unavailable", "notes"} (module docstring).
     """
     gt_index, matching = match_tracks(pred, gt, max_anchor_px)
     values: dict = dict.fromkeys(METRICS, None)
     unavailable: dict = {}
+    notes: dict = dict(NOTES)
 
     # 1. Track accuracy on matched pairs, in pred's cameras; non-finite predictions are not counted.
     rows = np.flatnonzero(gt_index >= 0)
@@ -249,6 +285,46 @@ def evaluate_scene(pred: Scene, gt: Scene, dino_dir: str | Path | None = None, c
             if values[key] is not None and math.isnan(values[key]):
                 unavailable[key] = "no track was decoded from the pseudo videos (in two views, for -MV)"
 
+    # 3b. Identity-free motion over all (finite) predicted tracks, with the static baseline.
+    usable = np.isfinite(pred.tracks_world).all(axis=(0, 2)) if pred.num_points else np.zeros(0, bool)
+    if usable.any():
+        motion = M.identity_free_motion(pred.tracks_world[:, usable], gt.tracks_world)
+        values.update({k: motion[k] for k in SET_COLUMNS})
+        values.update({k: motion[k] for k in ("accuracy_mm", "completeness_mm", "moving_fraction")})
+        if not usable.all():
+            notes["set metrics"] = f"{int((~usable).sum())} predicted tracks with non-finite values left out"
+    else:
+        for key in (*SET_COLUMNS, "accuracy_mm", "completeness_mm", "moving_fraction"):
+            unavailable[key] = "the prediction has no (finite) tracks"
+    if values["disp_moving_mm"] is not None and math.isnan(values["disp_moving_mm"]):
+        unavailable["disp_moving_mm"] = "no predicted track is tied to a moving true track"
+
+    # 3c. Scene kept (static-pixel PSNR) and hand shown (hand-pixel IoU), frames >= 1.
+    gt_videos = gt.videos[[next(i for i, c in enumerate(gt.cameras) if c.name == cam.name) for cam in pred.cameras]]
+    if pred.videos.shape != gt_videos.shape:
+        for key in KEEP_COLUMNS:
+            unavailable[key] = f"video shape {pred.videos.shape} differs from the ground truth's {gt_videos.shape}"
+    else:
+        kept = VM.static_psnr(pred.videos, gt_videos)
+        values["psnr_static_db"], values["static_fraction"] = kept["psnr_static_db"], 100.0 * kept["static_fraction"]
+        values["psnr_static_db_copy"] = VM.static_psnr(VM.copied_reference(gt_videos), gt_videos)["psnr_static_db"]
+        if hand:
+            try:
+                masks, background = VM.render_hand_truth(gt.select_views(
+                    [next(i for i, c in enumerate(gt.cameras) if c.name == cam.name) for cam in pred.cameras]))
+            except ValueError as exc:
+                for key in ("hand_iou", "hand_iou_gt", "hand_iou_copy"):
+                    unavailable[key] = str(exc)
+            else:
+                shown = VM.hand_presence(pred.videos, gt_videos, masks, background)
+                values.update({k: shown[k] for k in ("hand_iou", "hand_iou_gt", "hand_iou_copy")})
+                for key in ("hand_iou", "hand_iou_gt", "hand_iou_copy"):
+                    if math.isnan(values[key]):
+                        unavailable[key] = "the true hand is in no view after frame 0"
+        else:
+            for key in ("hand_iou", "hand_iou_gt", "hand_iou_copy"):
+                unavailable[key] = "not requested (hand=False)"
+
     # 4. Video metrics.
     if pred.num_views >= 2:
         values["MatchingPixels"] = M.matching_pixels(pred.videos)
@@ -257,7 +333,7 @@ def evaluate_scene(pred: Scene, gt: Scene, dino_dir: str | Path | None = None, c
     features, reasons = video_feature_metrics(pred.videos, dino_dir, clip_dir)
     values.update(features)
     unavailable.update(reasons)
-    return {"metrics": values, "matching": matching, "unavailable": unavailable, "notes": dict(NOTES)}
+    return {"metrics": values, "matching": matching, "unavailable": unavailable, "notes": notes}
 
 
 # ---------------------------------------------------------------------------------- a split
@@ -284,6 +360,11 @@ def aggregate(per_scene: list[dict]) -> dict:
         vals = [v for v in vals if v is not None and math.isfinite(v)]
         means[key] = float(np.mean(vals)) if vals else None
         counts[key] = len(vals)
+    both = [(r["metrics"].get("disp_moving_mm"), r["metrics"].get("disp_moving_mm_static")) for r in per_scene]
+    both = [(a, b) for a, b in both if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)]
+    if both and sum(b for _, b in both) > 0:  # the split's ratio is the ratio of the means, not a mean of ratios
+        means["disp_moving_ratio"] = sum(a for a, _ in both) / sum(b for _, b in both)
+        counts["disp_moving_ratio"] = len(both)
     matching = {key: int(sum(r["matching"][key] for r in per_scene))
                 for key in ("pred_tracks", "matched", "gt_visible", "gt_matched")}
     for key in ("coverage", "gt_coverage"):
@@ -301,7 +382,8 @@ def aggregate(per_scene: list[dict]) -> dict:
 
 
 def evaluate_dirs(pred_root: str | Path, gt_root: str | Path, dino_dir: str | Path | None = None,
-                  clip_dir: str | Path | None = None, max_anchor_px: float = DEFAULT_MAX_ANCHOR_PX) -> dict:
+                  clip_dir: str | Path | None = None, max_anchor_px: float = DEFAULT_MAX_ANCHOR_PX,
+                  hand: bool = True) -> dict:
     """Evaluate every scene directory of ``pred_root`` against the same-named one of ``gt_root``.
 
     Returns:
@@ -319,7 +401,7 @@ def evaluate_dirs(pred_root: str | Path, gt_root: str | Path, dino_dir: str | Pa
     per_scene = []
     for name, path in preds.items():
         result = evaluate_scene(Scene.load(path, load_depth=False), Scene.load(gts[name], load_depth=False),
-                                dino_dir, clip_dir, max_anchor_px)
+                                dino_dir, clip_dir, max_anchor_px, hand)
         per_scene.append({"scene": name, **result})
     out = aggregate(per_scene)
     out["missing_predictions"] = sorted(set(gts) - set(preds))
@@ -361,7 +443,7 @@ def ablation_table(rows: dict[str, dict]) -> str:
     if not rows:
         raise ValueError("ablation_table needs at least one method")
     flat = {name: _metrics_of(r) for name, r in rows.items()}
-    columns = {k: spec for k, spec in {**VIDEO_COLUMNS, **MOTION_COLUMNS}.items()
+    columns = {k: spec for k, spec in {**VIDEO_COLUMNS, **MOTION_COLUMNS, **KEEP_COLUMNS, **SET_COLUMNS}.items()
                if any(m.get(k) is not None for m in flat.values())}
     if not columns:
         raise ValueError(f"no table metric in any row; known metrics: {list(VIDEO_COLUMNS) + list(MOTION_COLUMNS)}")
@@ -379,11 +461,13 @@ def render_markdown(result: dict, name: str = "ours") -> str:
     rows = {name if "per_scene" not in result else f"mean ({result['scenes']} scenes)": result["metrics"]}
     for r in result.get("per_scene", []):
         rows[r.get("scene", "?")] = r["metrics"]
-    legend = {**VIDEO_COLUMNS, **MOTION_COLUMNS, **REFERENCE_COLUMNS}
+    legend = {**VIDEO_COLUMNS, **KEEP_COLUMNS, **MOTION_COLUMNS, **SET_COLUMNS, **REFERENCE_COLUMNS}
     m = result["matching"]
     lines = [
         "## Video quality (Tab. 1)", "", _table(rows, VIDEO_COLUMNS), "",
+        "## Scene kept, hand shown (issue 10, item 4)", "", _table(rows, KEEP_COLUMNS), "",
         "## Motion (Tab. 2)", "", _table(rows, MOTION_COLUMNS), "",
+        "## Motion of all tracks, no identity (issue 10, item 1)", "", _table(rows, SET_COLUMNS), "",
         "## References", "", _table(rows, REFERENCE_COLUMNS), "",
         f"Track matching: {m['matched']} of {m['pred_tracks']} predicted tracks matched "
         f"(coverage {_cell(m['coverage'], '.3f')}); ground-truth coverage {_cell(m['gt_coverage'], '.3f')} "
