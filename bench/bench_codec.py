@@ -18,7 +18,7 @@ import torch
 
 from syncmv4d_core import pseudo_video
 from syncmv4d_core.data.dataset import find_scenes
-from syncmv4d_core.data.taco import sample_views
+from syncmv4d_core.cameras import one_view_per_cluster
 from syncmv4d_core.evaluation.metrics import track_accuracy
 from syncmv4d_core.models.codec import PatchifyCodec, codec_to_frames, frames_to_codec
 from syncmv4d_core.models.syncmv4d import SyncMV4DModel
@@ -53,7 +53,7 @@ def main() -> None:
                                         for name in [*codecs, "static"]}
     for directory in find_scenes(args.scenes)[: args.num_scenes]:
         scene = Scene.load(directory, load_depth=False)
-        scene = scene.select_views(sample_views(scene, rng))
+        scene = scene.select_views(one_view_per_cluster(scene.cameras, rng))
         cams, gt = scene.cameras, scene.tracks_world
         ranges = pseudo_video.depth_range_from_tracks(gt, cams)
         pseudo = pseudo_video.to_uint8(pseudo_video.encode_views(gt, cams, ranges)).astype(np.float32) / 255

@@ -23,6 +23,25 @@ from .limits import check_name
 CLUSTERS = ("left", "center", "right")
 
 
+def one_view_per_cluster(cameras: list["Camera"], rng: np.random.Generator | None = None,
+                         strict: bool = True) -> list[int]:
+    """One camera index per cluster, in ``CLUSTERS`` order (left, center, right).
+
+    Args:
+        rng: pick uniformly within each cluster; None: the first camera of each cluster.
+        strict: a cluster without a camera is a ValueError; False: it is skipped.
+    """
+    picks = []
+    for cluster in CLUSTERS:
+        members = [i for i, cam in enumerate(cameras) if cam.cluster == cluster]
+        if not members:
+            if strict:
+                raise ValueError(f"no camera in cluster {cluster!r} (clusters: {[c.cluster for c in cameras]})")
+            continue
+        picks.append(members[0] if rng is None else int(rng.choice(members)))
+    return picks
+
+
 def _rigid_error(rotation: np.ndarray) -> float:
     """Largest deviation of ``R^T R`` from identity, plus ``|det R - 1|``."""
     return float(np.abs(rotation.T @ rotation - np.eye(3)).max() + abs(np.linalg.det(rotation) - 1.0))

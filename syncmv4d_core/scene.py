@@ -42,6 +42,8 @@ OLD_SUFFIX = ".old"  # ``.<name>.old``: the previous scene while ``save`` swaps 
 # Per-point labels (also the constants of the HOITracks message).
 UNKNOWN, HAND, TOOL, TARGET = 0, 1, 2, 3
 LABEL_NAMES = {UNKNOWN: "unknown", HAND: "hand", TOOL: "tool", TARGET: "target"}
+LABEL_COLORS = {UNKNOWN: (0.6, 0.6, 0.6), HAND: (1.0, 0.23, 0.19), TOOL: (0.2, 0.78, 0.35), TARGET: (0.04, 0.52, 1.0)}
+"""RGB in [0, 1] per label: previews, plots and RViz markers use this one table."""
 
 
 def read_json(path: Path, what: str) -> dict:

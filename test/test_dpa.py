@@ -13,7 +13,7 @@ from syncmv4d_core.models.spconv_cpu import SubMConv3d
 
 @pytest.fixture(autouse=True)
 def _no_denormals():
-    torch.set_flush_denormal(True)  # tiny weights: keep CPU math fast (NOTES.md)
+    torch.set_flush_denormal(True)  # tiny weights: keep CPU math fast (denormals)
 
 
 def _sparse_grid(seed: int, edge: int, channels: int):
@@ -171,7 +171,7 @@ def test_velocity_is_equivariant_to_track_permutation():
 def test_velocity_is_invariant_to_coarse_track_order_and_invalid_points():
     model = _randomized_model()
     noisy, coarse, t, mask = _inputs(3, f=5, k=128, kc=100)
-    v, kc = coarse.shape[1], coarse.shape[3]
+    kc = coarse.shape[3]
     perm = torch.randperm(kc, generator=torch.Generator().manual_seed(1))
     moved = coarse.clone()
     moved[~mask] = 7.0  # invalid coarse points carry arbitrary values

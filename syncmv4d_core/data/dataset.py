@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from ..scene import Scene
 from ..pseudo_video import anchors_for_views, depth_range_from_tracks, encode_views
-from .taco import sample_views
+from ..cameras import one_view_per_cluster
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class SceneDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
 
         # 1. Views: one per cluster (or all), then an optional random subset.
-        picks = sample_views(scene, rng) if self.views == "cluster" else list(range(scene.num_views))
+        picks = one_view_per_cluster(scene.cameras, rng) if self.views == "cluster" else list(range(scene.num_views))
         if self.num_views is not None:
             if self.num_views > len(picks):
                 raise ValueError(f"{where}: num_views={self.num_views} but only {len(picks)} views selected")

@@ -257,18 +257,6 @@ def read_calibration(path: Path, config: TacoConfig) -> list[Camera]:
     return assign_clusters(cameras, config.up)
 
 
-def sample_views(scene: Scene, rng: np.random.Generator) -> list[int]:
-    """One view index per cluster, in ``CLUSTERS`` order (left, center, right), uniformly within each."""
-    picks = []
-    for cluster in CLUSTERS:
-        members = [i for i, cam in enumerate(scene.cameras) if cam.cluster == cluster]
-        if not members:
-            raise ValueError(f"scene has no camera in cluster {cluster!r} "
-                             f"(clusters: {[c.cluster for c in scene.cameras]})")
-        picks.append(int(rng.choice(members)))
-    return picks
-
-
 def crop_box(uv: np.ndarray, depth: np.ndarray, camera: Camera, width: int, height: int, margin: float) -> tuple[int, int, int, int]:
     """Pixel window ``(x0, y0, w, h)`` around the projected points with the output's aspect.
 

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from .. import pseudo_video
 from ..data.dataset import find_scenes
-from ..data.taco import sample_views
+from ..cameras import one_view_per_cluster
 from ..pipeline import SyncMV4DPipeline, fuse_coarse_tracks
 from ..scene import Scene
 from .evaluate import json_ready, ablation_table, evaluate_dirs
@@ -89,7 +89,7 @@ def run_ablation(checkpoint: str | Path | None, scene_root: str | Path, out_dir:
     rng = np.random.default_rng(seed)
     for directory in tqdm(scenes, desc="ablation", unit="scene"):
         gt = Scene.load(directory)
-        gt = gt.select_views(sample_views(gt, rng))
+        gt = gt.select_views(one_view_per_cluster(gt.cameras, rng))
         name = directory.name
         gt.save(out_dir / "gt" / name)
         images = [video[0] for video in gt.videos]

@@ -55,7 +55,7 @@ class DPAConfig(ConfigMixin):
     channels: tuple[int, ...] = (32, 64)  # feature width per U-Net level (>= 2 levels)
     depths: tuple[int, ...] = (1, 1)  # PTv3 blocks per encoder level; decoder levels reuse depths[:-1]
     head_dim: int = 16  # attention head width; heads = channels / head_dim
-    patch_size: int = 128  # serialized attention patch (NOTES.md: ~128 on CPU, 1024 with flash attn)
+    patch_size: int = 128  # serialized attention patch (PTv3 uses 1024 with flash attention; ~128 suits CPU)
     grid_size: float = 0.01  # level-0 voxel edge, metres (each pooling level doubles it)
     mlp_ratio: float = 2.0
     freq_dim: int = 64  # sinusoidal timestep features
@@ -358,7 +358,7 @@ class DPA(nn.Module):
         """
         coarse_mask = self.check_inputs(noisy_tracks, coarse_tracks, timestep, coarse_mask)
         b, f, k, _ = noisy_tracks.shape
-        v, kc = coarse_tracks.shape[1], coarse_tracks.shape[3]
+        v = coarse_tracks.shape[1]
         device = noisy_tracks.device
         # 1. Normalisation from the coarse tracks
         centre, scale = coarse_track_frame(coarse_tracks, coarse_mask)  # (B, 3), (B,)

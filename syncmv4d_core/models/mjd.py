@@ -105,7 +105,7 @@ PRESETS: dict[str, MJDConfig] = {
     "tiny": MJDConfig(num_attention_heads=2, attention_head_dim=32, ffn_dim=128, num_layers=2, text_dim=32),
     # 5.2 M params: CPU training demos.
     "small": MJDConfig(num_attention_heads=4, attention_head_dim=48, ffn_dim=768, num_layers=6, text_dim=64),
-    # Wan2.2-TI2V-5B (NOTES.md): d = 24 x 128 = 3072, 30 blocks, umT5-xxl text (4096).
+    # Wan2.2-TI2V-5B (its transformer config.json): d = 24 x 128 = 3072, 30 blocks, umT5-xxl text (4096).
     "wan22-5b": MJDConfig(num_attention_heads=24, attention_head_dim=128, ffn_dim=14336, num_layers=30,
                           text_dim=4096),
 }
