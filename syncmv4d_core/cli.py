@@ -69,7 +69,7 @@ def _generate(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from .cameras import Camera
-    from .data.taco import sample_views
+    from .cameras import one_view_per_cluster
     from .pipeline import SyncMV4DPipeline, write_result
     from .scene import Scene
 
@@ -82,7 +82,7 @@ def _generate(args: argparse.Namespace) -> None:
                 raise ValueError(f"--views names unknown cameras {unknown}; the scene has {[c.name for c in scene.cameras]}")
             picks = [next(i for i, c in enumerate(scene.cameras) if c.name == n) for n in names]
         else:
-            picks = sample_views(scene, np.random.default_rng(args.seed))
+            picks = one_view_per_cluster(scene.cameras, np.random.default_rng(args.seed))
         cameras = [scene.cameras[i] for i in picks]
         images = [scene.videos[i, 0] for i in picks]
         text = args.text or scene.text

@@ -19,7 +19,7 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from syncmv4d_core.cameras import Camera
-from syncmv4d_core.scene import HAND, TARGET, TOOL, UNKNOWN
+from syncmv4d_core.scene import LABEL_COLORS, UNKNOWN
 from syncmv4d_ros.msg import HOITracks, HOIVideo
 
 # encoding -> (channels, channel indices that give R, G, B)
@@ -31,13 +31,6 @@ IMAGE_ENCODINGS = {
     "mono8": (1, (0, 0, 0)),
 }
 
-# Marker colours per label (RGB in [0, 1]).
-LABEL_COLORS = {
-    UNKNOWN: (0.6, 0.6, 0.6),
-    HAND: (0.95, 0.55, 0.2),
-    TOOL: (0.2, 0.6, 0.95),
-    TARGET: (0.3, 0.85, 0.35),
-}
 
 
 # ---------------------------------------------------------------------- time

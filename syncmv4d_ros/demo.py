@@ -52,15 +52,14 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
-from syncmv4d_core.cameras import Camera
+from syncmv4d_core.cameras import Camera, one_view_per_cluster
 from syncmv4d_core.data.synthetic import SynthConfig, generate_scene
 from syncmv4d_core.scene import LABEL_NAMES, UNKNOWN, Scene, write_preview_video
+from syncmv4d_core.visualize import plot_trajectories
 from syncmv4d_ros.conversions import camera_to_camera_info, image_to_rgb, numpy_to_image, tracks_from_msg
 from syncmv4d_ros.msg import GenerationStatus, HOITracks, HOIVideo
 
-NUM_FRAMES, IMAGE_SIZE = 9, 64  # the built-in tiny model's training clip: 9 frames at 64 x 64 pixels
-CLUSTERS = ("left", "center", "right")
-WORLD_FRAME = "world"
+NUM_FRAMES, IMAGE_SIZE = 9, 64  # the built-in tiny model's training clip: 9 frames at 64 x 64 pixelsWORLD_FRAME = "world"
 TASK_TOPIC, STATUS_TOPIC, TRACKS_TOPIC = "/hoi_task", "/hoi_status", "/hoi_tracks"
 VIDEOS_TOPIC, CLOUD_TOPIC, MARKERS_TOPIC = "/hoi_videos", "/hoi_tracks/cloud", "/hoi_tracks/markers"
 RIG_RATE_HZ = 5.0  # image sets per second: "a few Hz", like a slow camera driver
@@ -79,17 +78,6 @@ class DemoError(RuntimeError):
 
 
 # ---------------------------------------------------------------------- scene and node parameters
-def pick_views(scene: Scene) -> list[int]:
-    """Indices of the first camera of each cluster, in the order left, center, right."""
-    views = []
-    for cluster in CLUSTERS:
-        matches = [i for i, cam in enumerate(scene.cameras) if cam.cluster == cluster]
-        if not matches:
-            raise ValueError(f"scene has no camera in cluster {cluster!r}")
-        views.append(matches[0])
-    return views
-
-
 def image_topic(name: str) -> str:
     return f"/cameras/{name}/image_raw"
 
@@ -342,46 +330,6 @@ def check_tracks(msg: HOITracks, num_frames: int, world_frame: str = WORLD_FRAME
 
 
 # ---------------------------------------------------------------------- outputs
-def plot_tracks(tracks: np.ndarray, labels: np.ndarray, path: Path, title: str) -> Path:
-    """PNG of the trajectories (tracks (F, K, 3) metres): a 3D view and the top view (x, y)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from syncmv4d_core.visualize import LABEL_COLORS
-
-    fig = plt.figure(figsize=(11, 4.8))
-    grid = fig.add_gridspec(1, 2, wspace=0.3)
-    ax3 = fig.add_subplot(grid[0], projection="3d")
-    top = fig.add_subplot(grid[1])
-    for lab in np.unique(labels):
-        sel = np.flatnonzero(labels == lab)
-        color = LABEL_COLORS.get(int(lab), LABEL_COLORS[UNKNOWN])
-        for k in sel:
-            ax3.plot(*tracks[:, k].T, color=color, lw=0.6, alpha=0.7)
-            top.plot(tracks[:, k, 0], tracks[:, k, 1], color=color, lw=0.6, alpha=0.7)
-        name = LABEL_NAMES.get(int(lab), str(lab))
-        ax3.scatter(*tracks[0, sel].T, s=4, color=color, label=f"{name} (frame 0)", depthshade=False)
-        top.scatter(tracks[0, sel, 0], tracks[0, sel, 1], s=4, color=color)
-    lo, hi = tracks.reshape(-1, 3).min(0), tracks.reshape(-1, 3).max(0)
-    mid, half = (lo + hi) / 2, max(float((hi - lo).max()) / 2, 1e-3)
-    for axis, setter in enumerate((ax3.set_xlim, ax3.set_ylim, ax3.set_zlim)):
-        setter(mid[axis] - half, mid[axis] + half)
-    ax3.set_xlabel("x (m)")
-    ax3.set_ylabel("y (m)")
-    ax3.set_zlabel("z (m)")
-    ax3.legend(fontsize=7, loc="upper left")
-    top.set_aspect("equal")
-    top.set_xlabel("x (m)")
-    top.set_ylabel("y (m)")
-    top.set_title("top view")
-    fig.suptitle(f'"{title}": {tracks.shape[1]} tracks over {tracks.shape[0]} frames')
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
 def write_status_log(statuses: list[tuple[float, GenerationStatus]], path: Path) -> Path:
     """CSV of the statuses: time_s (since the task was sent), state, request_id, step, total_steps, progress, error."""
     with open(path, "w", newline="") as f:
@@ -445,7 +393,7 @@ def run(out: Path, checkpoint: str = "", seed: int = 0, num_steps: int = 20, tim
     (out / "videos").mkdir(exist_ok=True)
     # 1. Scene: one camera per cluster, frame-0 images.
     scene = generate_scene(seed, SynthConfig(num_frames=NUM_FRAMES, height=IMAGE_SIZE, width=IMAGE_SIZE), split="test")
-    views = pick_views(scene)
+    views = one_view_per_cluster(scene.cameras)
     cameras = [scene.cameras[v] for v in views]
     images = [scene.videos[v, 0] for v in views]
 
@@ -521,7 +469,7 @@ def run(out: Path, checkpoint: str = "", seed: int = 0, num_steps: int = 20, tim
     outputs["tracks"] = out / "tracks.npz"
     np.savez(outputs["tracks"], tracks=tracks, labels=labels, request_id=result.request_id, task=scene.text,
              frame_rate=result.tracks.frame_rate, camera_names=np.array(list(result.tracks.camera_names)))
-    outputs["plot"] = plot_tracks(tracks, labels, out / "tracks.png", scene.text)
+    outputs["plot"] = plot_trajectories(tracks, labels, out / "tracks.png", scene.text)
     for cam in cameras:
         video = result.videos[cam.name]
         outputs[f"video_{cam.name}"] = out / "videos" / f"{cam.name}.mp4"

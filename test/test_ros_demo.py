@@ -22,7 +22,8 @@ from syncmv4d_core.pipeline import save_pretrained
 from syncmv4d_core.scene import read_video
 from syncmv4d_core.training.objectives import SyncMV4DModel
 from syncmv4d_ros.conversions import image_to_rgb, tracks_from_msg, tracks_to_msg
-from syncmv4d_ros.demo import check_tracks, message_definition, pick_views
+from syncmv4d_core.cameras import one_view_per_cluster
+from syncmv4d_ros.demo import check_tracks, message_definition
 from syncmv4d_ros.msg import GenerationStatus
 
 DOMAIN_ID = 73  # this module's own DDS domain
@@ -53,7 +54,7 @@ def demo(tmp_path_factory, checkpoint) -> tuple[Path, subprocess.CompletedProces
 def scene_views():
     """The scene and views the demo uses for SEED (regenerated independently here)."""
     scene = generate_scene(SEED, SynthConfig(num_frames=9, height=64, width=64), split="test")
-    return scene, pick_views(scene)
+    return scene, one_view_per_cluster(scene.cameras)
 
 
 def read_mcap(path: Path) -> tuple[dict, dict]:

@@ -23,11 +23,11 @@ import pytest
 import scipy.sparse
 import torch
 
-from syncmv4d_core.cameras import CLUSTERS, Camera
+from syncmv4d_core.cameras import CLUSTERS, Camera, one_view_per_cluster
 from syncmv4d_core.data.synthetic import LOOK_AT, SynthConfig, generate_scene
 from syncmv4d_core.data.mano import ManoModel, rodrigues
 from syncmv4d_core.data.taco import (TacoConfig, TacoSequence, assign_clusters, clip_source_frames, convert_taco,
-                                     crop_box, load_mano, parse_triplet, read_calibration, read_hand, sample_views,
+                                     crop_box, load_mano, parse_triplet, read_calibration, read_hand,
                                      sequence_scenes, split_sequences, task_text, voxel_subsample)
 from syncmv4d_core.scene import HAND, TARGET, TOOL, Scene, write_video
 
@@ -327,16 +327,18 @@ def test_splits_hold_out_objects_and_actions_and_are_deterministic():
     assert {n for n in rest if other[n] == "val"} != {n for n in rest if splits[n] == "val"}
 
 
-def test_sample_views_draws_one_per_cluster():
+def test_one_view_per_cluster_draws_uniformly_within_each_cluster():
     cams = assign_clusters(rig())
     scene = Scene(cams, np.zeros((12, 1, H_SRC, W_SRC, 3), np.uint8), np.zeros((1, 1, 3)), np.zeros(1), "x")
     rng = np.random.default_rng(0)
-    draws = np.array([sample_views(scene, rng) for _ in range(200)])
+    draws = np.array([one_view_per_cluster(scene.cameras, rng) for _ in range(200)])
     for k, cluster in enumerate(CLUSTERS):
         members = {i for i, c in enumerate(cams) if c.cluster == cluster}
         assert set(draws[:, k]) == members
     with pytest.raises(ValueError, match="right"):
-        sample_views(scene.select_views(list(range(8))), rng)
+        one_view_per_cluster(scene.select_views(list(range(8))).cameras, rng)
+    assert one_view_per_cluster(cams) == [next(i for i, c in enumerate(cams) if c.cluster == cl) for cl in CLUSTERS]
+    assert one_view_per_cluster(scene.select_views(list(range(8))).cameras, strict=False) == [0, 4]
 
 
 # ---------------------------------------------------------------------- end to end
