@@ -4,7 +4,12 @@ Inputs: every camera's Image and CameraInfo (sensor-data QoS) and the task text 
 An action ``generate_hoi`` (GenerateHOI) offers the same as a request/response with feedback.
 Outputs: HOITracks (reliable, transient local, depth 1: a late planner still gets the last
 result), one HOIVideo per view, the tracks as PointCloud2 (x, y, z, t, label) and as a
-MarkerArray, and GenerationStatus (progress at every denoising step).
+MarkerArray, and GenerationStatus (progress at every denoising step, a heartbeat in between).
+Topic names are relative (``syncmv4d_ros.topics``), so the node works in a namespace.
+
+Camera images of any size are undistorted (plumb_bob / rational_polynomial), cropped (centre or
+around a world-frame workspace box) and resized to the model's size, with the intrinsics updated
+(``syncmv4d_ros.preprocess``); the published HOIVideo CameraInfo describes that camera.
 
 Busy policy: tasks wait in a bounded queue (``task_queue_size``); a task arriving while the
 queue is full is REJECTED on the status topic. The node is a thin adapter: ``prepare_request``
@@ -16,29 +21,40 @@ Run: ``python -m syncmv4d_ros.generate_node --ros-args --params-file config/gene
 
 from __future__ import annotations
 
+import inspect
+import math
 import queue
+import re
+import signal
 import sys
 import threading
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import SetParametersResult
-from rclpy.action import ActionServer
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
+from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
 from syncmv4d_core.cameras import Camera
+from syncmv4d_core.limits import MAX_FRAMES, MAX_GUIDANCE, MAX_IMAGE_SIDE, MAX_STEPS, MAX_TEXT_CHARS
 from syncmv4d_core.scene import Scene
+from syncmv4d_ros import topics
+from syncmv4d_ros.action import GenerateHOI
 from syncmv4d_ros.conversions import (
     camera_info_to_K,
     image_to_numpy,
@@ -50,8 +66,8 @@ from syncmv4d_ros.conversions import (
     tracks_to_point_cloud,
     video_to_msg,
 )
-from syncmv4d_ros.action import GenerateHOI
 from syncmv4d_ros.msg import GenerationStatus, HOITracks, HOIVideo
+from syncmv4d_ros.preprocess import CROP_MODES, Undistorter, crop_window, distortion_coefficients, to_model_input
 from syncmv4d_ros.sync import ApproximateTimeSynchronizer
 
 # A pipeline maps (images, cameras, text, num_frames, num_steps, guidance_scale, seed, callback) to a Scene.
@@ -59,6 +75,9 @@ Pipeline = Callable[..., Scene]
 PipelineFactory = Callable[[str | None, str], Pipeline]
 # Told every status of one request; the DONE status comes with the published HOITracks.
 StatusListener = Callable[[GenerationStatus, HOITracks | None], None]
+
+TERMINAL = (GenerationStatus.DONE, GenerationStatus.ERROR, GenerationStatus.REJECTED, GenerationStatus.CANCELED)
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?|mps")
 
 
 def load_pipeline(checkpoint: str | None, device: str) -> Pipeline:
@@ -69,18 +88,54 @@ def load_pipeline(checkpoint: str | None, device: str) -> Pipeline:
     return SyncMV4DPipeline.from_checkpoint(checkpoint, device=device)
 
 
+def planned_steps(pipeline: Pipeline, num_steps: int) -> int | None:
+    """Denoising steps ``pipeline`` will run for ``num_steps`` (a model may end sampling early,
+    ``final_sigma``), computed the way ``SyncMV4DPipeline.__call__`` does with its defaults; None
+    when ``pipeline`` has no SyncMV4D ``model`` (the first progress callback then tells)."""
+    model = getattr(pipeline, "model", None)
+    if model is None or not hasattr(model, "config"):
+        return None
+    try:
+        from syncmv4d_core.pipeline import SyncMV4DPipeline, make_scheduler, steps_to_run
+
+        defaults = inspect.signature(SyncMV4DPipeline.__call__).parameters
+        schedule = make_scheduler(defaults["scheduler"].default, defaults["flow_shift"].default)
+        schedule.set_timesteps(num_steps)
+        return int(steps_to_run(schedule.sigmas.float().cpu(), float(model.config["final_sigma"])))
+    except (ImportError, KeyError, AttributeError, TypeError):  # another pipeline layout: ask the callback
+        return None
+
+
+def check_device(device: str) -> str:
+    """``device`` if it names a device torch can use here ("cpu", "cuda", "cuda:N", "mps"), else ValueError."""
+    if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
+        raise ValueError(f"device must be cpu, cuda, cuda:N or mps, got {device!r}")
+    if device.startswith("cuda"):
+        import torch  # only when a GPU is asked for
+
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} is not available here ({torch.cuda.device_count()} CUDA devices)")
+    if device == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise ValueError("device 'mps' is not available here")
+    return device
+
+
 class Cancelled(Exception):
-    """Raised from the progress callback to abort a running generation at shutdown."""
+    """Raised from the progress callback to stop a running generation (cancel or shutdown)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Request:
     """One accepted generation request (everything the worker needs, copied at arrival)."""
 
     request_id: str
     text: str
-    images: list[np.ndarray]  # V x (H, W, 3) uint8 RGB
-    cameras: list[Camera]
+    images: list[np.ndarray]  # V x (h, w, 3) uint8 RGB at the model's size
+    cameras: list[Camera]  # undistorted, cropped and resized to the model's size
     frame_ids: dict[str, str]  # camera name -> optical frame id (from the input images)
     stamp: float  # seconds, stamp of the synchronised image set (= time of frame 0)
     num_frames: int
@@ -88,77 +143,113 @@ class Request:
     guidance_scale: float
     seed: int
     listener: StatusListener | None = None
+    total_steps: int = 0  # denoising steps that will run; 0 until the pipeline is loaded
+    cancel: threading.Event = field(default_factory=threading.Event)
+    finished: bool = False  # its terminal status was published
+    last_status: GenerationStatus | None = None
 
 
-# Parameters that may change while the node runs, with their validity checks.
-_RUNTIME_CHECKS = {
-    "num_steps": (lambda v: v >= 1, "must be >= 1"),
-    "num_frames": (lambda v: v >= 1, "must be >= 1"),
-    "guidance_scale": (lambda v: v >= 0, "must be >= 0"),
-    "seed": (lambda v: v >= 0, "must be >= 0"),
-    "max_task_length": (lambda v: v >= 1, "must be >= 1"),
-    "marker_max_tracks": (lambda v: v >= 1, "must be >= 1"),
-    "checkpoint": (lambda v: True, ""),
-    "device": (lambda v: bool(v), "must not be empty"),
+def _int_range(low: int, high: int, step: int = 0) -> list[IntegerRange]:
+    return [IntegerRange(from_value=low, to_value=high, step=step)]
+
+
+def _float_range(low: float, high: float) -> list[FloatingPointRange]:
+    return [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
+
+
+# name -> (default, description, ranges (or None), changeable at run time)
+PARAMETERS: dict[str, tuple] = {
+    "camera_names": (["left", "center", "right"], "names of the cameras (unique)", None, False),
+    "world_frame": ("world", "frame_id of the tracks; camera poses are given in it", None, False),
+    "checkpoint": ("", "checkpoint directory; empty = the built-in tiny model (reloaded when changed)", None, True),
+    "device": ("cpu", "torch device: cpu, cuda, cuda:N, mps (reloaded when changed)", None, True),
+    "num_steps": (20, "denoising steps", {"integer_range": _int_range(1, MAX_STEPS)}, True),
+    "guidance_scale": (3.0, "classifier-free guidance scale on the text",
+                       {"floating_point_range": _float_range(0.0, MAX_GUIDANCE)}, True),
+    "num_frames": (9, f"generated frames, 4n + 1 up to {MAX_FRAMES}",
+                   {"integer_range": _int_range(1, MAX_FRAMES, 4)}, True),
+    "seed": (0, "noise seed", {"integer_range": _int_range(0, 2**31 - 1)}, True),
+    "model_width": (64, "model input width, pixels (the built-in model: 64)",
+                    {"integer_range": _int_range(8, MAX_IMAGE_SIDE, 8)}, False),
+    "model_height": (64, "model input height, pixels (the built-in model: 64)",
+                     {"integer_range": _int_range(8, MAX_IMAGE_SIDE, 8)}, False),
+    "crop_mode": ("center", f"crop before the resize: {' | '.join(CROP_MODES)}", None, True),
+    "workspace_box": ([0.0] * 0, "crop_mode workspace: [xmin, ymin, zmin, xmax, ymax, zmax] metres in world_frame",
+                      None, True),
+    "max_image_bytes": (40_000_000, "larger images are dropped and reported",
+                        {"integer_range": _int_range(1, 2**31 - 1)}, True),
+    "max_image_age": (2.0, "seconds; an image set older than this (node clock) is refused; 0 = no limit",
+                      {"floating_point_range": _float_range(0.0, 1e6)}, True),
+    "sync_slop": (0.02, "seconds: images of all cameras within this form one set",
+                  {"floating_point_range": _float_range(0.0, 10.0)}, False),
+    "sync_queue_size": (10, "images kept per camera while waiting for a match",
+                        {"integer_range": _int_range(1, 1000)}, False),
+    "task_queue_size": (2, "tasks waiting while one runs; more are REJECTED",
+                        {"integer_range": _int_range(1, 1000)}, False),
+    "max_task_length": (MAX_TEXT_CHARS, "characters", {"integer_range": _int_range(1, MAX_TEXT_CHARS)}, True),
+    "marker_max_tracks": (200, "trajectories drawn in the MarkerArray", {"integer_range": _int_range(1, 100_000)},
+                          True),
+    "heartbeat_period": (1.0, "seconds between repeated statuses while a request runs",
+                         {"floating_point_range": _float_range(0.05, 60.0)}, False),
+    "action_name": (topics.ACTION, "name of the GenerateHOI action (relative)", None, False),
+    **{name: (default, "topic (relative names resolve in the node's namespace)", None, False)
+       for name, default in topics.TOPIC_PARAMETERS.items()},
 }
+RUNTIME = {name for name, (_, _, _, runtime) in PARAMETERS.items() if runtime}
 
 
 class GenerateNode(Node):
     """Generates HOI point tracks from the latest synchronised multi-view images on each task."""
 
-    def __init__(self, pipeline_factory: PipelineFactory = load_pipeline, **node_kwargs) -> None:
+    def __init__(self, pipeline_factory: PipelineFactory = load_pipeline, node_name: str = "syncmv4d_generate",
+                 **node_kwargs) -> None:
         """
         Args:
             pipeline_factory: (checkpoint or None, device) -> pipeline; called in the worker
                 thread on the first task and again after ``checkpoint`` or ``device`` change.
-            node_kwargs: passed to rclpy's Node (e.g. ``parameter_overrides``, ``context``).
+            node_kwargs: passed to rclpy's Node (e.g. ``parameter_overrides``, ``context``, ``namespace``).
+        Raises:
+            ValueError: an invalid parameter (the message names it).
         """
-        super().__init__("syncmv4d_generate", **node_kwargs)
+        super().__init__(node_name, **node_kwargs)
         self._pipeline_factory = pipeline_factory
 
-        # 1. Parameters (all declared up front; per-camera ones after the camera list is known).
-        self.declare_parameter("camera_names", ["left", "center", "right"])
-        self.declare_parameter("world_frame", "world")
-        self.declare_parameter("checkpoint", "")
-        self.declare_parameter("device", "cpu")
-        self.declare_parameter("num_steps", 20)
-        self.declare_parameter("guidance_scale", 3.0)
-        self.declare_parameter("num_frames", 9)
-        self.declare_parameter("seed", 0)
-        self.declare_parameter("sync_slop", 0.02)
-        self.declare_parameter("sync_queue_size", 10)
-        self.declare_parameter("task_queue_size", 2)
-        self.declare_parameter("max_task_length", 1000)
-        self.declare_parameter("marker_max_tracks", 200)
-        self.declare_parameter("task_topic", "/hoi_task")
-        self.declare_parameter("status_topic", "/hoi_status")
-        self.declare_parameter("tracks_topic", "/hoi_tracks")
-        self.declare_parameter("videos_topic", "/hoi_videos")
-        self.declare_parameter("cloud_topic", "/hoi_tracks/cloud")
-        self.declare_parameter("markers_topic", "/hoi_tracks/markers")
-        self.declare_parameter("action_name", "generate_hoi")
+        # 1. Parameters (all declared up front with descriptors; per-camera ones after the camera
+        # list is known). rclpy enforces the ranges and read-only flags at set time;
+        # _on_set_parameters checks the rest (device, crop, box) before a value is accepted.
+        for name, (default, description, ranges, runtime) in PARAMETERS.items():
+            descriptor = ParameterDescriptor(description=description, read_only=not runtime, **(ranges or {}))
+            if name == "workspace_box":  # a double array with no default: declared by type
+                default = Parameter.Type.DOUBLE_ARRAY
+            self.declare_parameter(name, default, descriptor)
         self.camera_names: list[str] = list(self._param("camera_names"))
         if not self.camera_names or len(set(self.camera_names)) != len(self.camera_names) or "" in self.camera_names:
             raise ValueError(f"parameter camera_names must list unique non-empty names, got {self.camera_names}")
         self._poses: dict[str, np.ndarray] = {}
         self._clusters: dict[str, str] = {}
-        topics: dict[str, tuple[str, str]] = {}
+        camera_topics: dict[str, tuple[str, str]] = {}
         for name in self.camera_names:
             prefix = f"cameras.{name}."
-            self.declare_parameter(prefix + "image_topic", f"/cameras/{name}/image_raw")
-            self.declare_parameter(prefix + "camera_info_topic", f"/cameras/{name}/camera_info")
-            self.declare_parameter(prefix + "xyz", Parameter.Type.DOUBLE_ARRAY)
-            self.declare_parameter(prefix + "quat_wxyz", Parameter.Type.DOUBLE_ARRAY)
-            self.declare_parameter(prefix + "cluster", "center")
-            topics[name] = (self._param(prefix + "image_topic"), self._param(prefix + "camera_info_topic"))
+            self.declare_parameter(prefix + "image_topic", topics.image_topic(name),
+                                   ParameterDescriptor(description="image topic of the camera", read_only=True))
+            self.declare_parameter(prefix + "camera_info_topic", topics.camera_info_topic(name),
+                                   ParameterDescriptor(description="CameraInfo topic of the camera", read_only=True))
+            self.declare_parameter(prefix + "xyz", Parameter.Type.DOUBLE_ARRAY,
+                                   ParameterDescriptor(description="camera position in world_frame, metres",
+                                                       read_only=True))
+            self.declare_parameter(prefix + "quat_wxyz", Parameter.Type.DOUBLE_ARRAY,
+                                   ParameterDescriptor(description="camera-to-world orientation (w, x, y, z)",
+                                                       read_only=True))
+            self.declare_parameter(prefix + "cluster", "center",
+                                   ParameterDescriptor(description="left | center | right", read_only=True))
+            camera_topics[name] = (self._param(prefix + "image_topic"), self._param(prefix + "camera_info_topic"))
             self._poses[name] = self._camera_pose(name)
             self._clusters[name] = self._param(prefix + "cluster")
-        for name in ("sync_slop", "sync_queue_size", "task_queue_size"):
-            if self._param(name) < 0 or (name != "sync_slop" and self._param(name) < 1):
-                raise ValueError(f"parameter {name} is out of range: {self._param(name)}")
-        for name, (check, rule) in _RUNTIME_CHECKS.items():
-            if not check(self._param(name)):
-                raise ValueError(f"parameter {name} {rule}, got {self._param(name)!r}")
+        for name in ("device", "crop_mode"):
+            error = self._check_value(name, self._param(name))
+            if error:
+                raise ValueError(error)
+        self._check_crop(self._param("crop_mode"), self._workspace_box())
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         # 2. Input state: valid images go through the synchroniser; the latest valid CameraInfo
@@ -170,19 +261,17 @@ class GenerateNode(Node):
                                                  self._param("sync_queue_size"))
         self._infos: dict[str, CameraInfo] = {}
         self._input_errors: dict[tuple[str, str], str] = {}  # (camera, "image" | "camera_info") -> error
+        self._undistort = Undistorter()
 
         # 3. Publishers.
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._tracks_pub = self.create_publisher(HOITracks, self._param("tracks_topic"), latched)
+        self._tracks_pub = self.create_publisher(HOITracks, self._param("tracks_topic"), topics.LATCHED)
         self._videos_pub = self.create_publisher(HOIVideo, self._param("videos_topic"), len(self.camera_names))
         self._cloud_pub = self.create_publisher(PointCloud2, self._param("cloud_topic"), 1)
-        self._markers_pub = self.create_publisher(MarkerArray, self._param("markers_topic"), latched)
-        status_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE,
-                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._status_pub = self.create_publisher(GenerationStatus, self._param("status_topic"), status_qos)
+        self._markers_pub = self.create_publisher(MarkerArray, self._param("markers_topic"), topics.LATCHED)
+        self._status_pub = self.create_publisher(GenerationStatus, self._param("status_topic"), topics.STATUS_QOS)
 
-        # 4. Subscriptions.
-        for name, (image_topic, info_topic) in topics.items():
+        # 4. Subscriptions and the action.
+        for name, (image_topic, info_topic) in camera_topics.items():
             self.create_subscription(Image, image_topic, lambda msg, n=name: self._on_image(n, msg),
                                      qos_profile_sensor_data)
             self.create_subscription(CameraInfo, info_topic, lambda msg, n=name: self._on_camera_info(n, msg),
@@ -191,23 +280,38 @@ class GenerateNode(Node):
         # The action's execute callback waits for the worker; a reentrant group lets a
         # MultiThreadedExecutor run it next to the other callbacks.
         self._action_server = ActionServer(self, GenerateHOI, self._param("action_name"),
-                                           execute_callback=self._execute_goal,
+                                           execute_callback=self._execute_goal, goal_callback=self._on_goal,
+                                           cancel_callback=lambda _goal: CancelResponse.ACCEPT,
                                            callback_group=ReentrantCallbackGroup())
 
         # 5. Worker. Generation takes seconds to minutes; running it in the subscription callback
         # would block the executor, so images, new tasks and parameter changes would stall.
         self._queue: queue.Queue[Request | None] = queue.Queue(maxsize=self._param("task_queue_size"))
+        self._requests: dict[str, Request] = {}  # not yet finished, by id
+        self._current: Request | None = None
         self._pipeline: Pipeline | None = None
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="syncmv4d-generation", daemon=True)
         self._worker.start()
+        # The heartbeat repeats the running request's last status, so a planner can tell a long
+        # denoising step (or the model loading) from a dead node.
+        self.create_timer(self._param("heartbeat_period"), self._heartbeat)
         self._publish_status(GenerationStatus.IDLE)
-        self.get_logger().info(f"ready: cameras {self.camera_names}, tasks on {self._param('task_topic')}, "
-                               f"tracks on {self._param('tracks_topic')}")
+        self.get_logger().info(f"ready: cameras {self.camera_names}, model input "
+                               f"{self._param('model_width')}x{self._param('model_height')} "
+                               f"({self._param('crop_mode')} crop), tasks on "
+                               f"{self.resolve_topic_name(self._param('task_topic'))}, tracks on "
+                               f"{self.resolve_topic_name(self._param('tracks_topic'))}")
 
     # ------------------------------------------------------------------ parameters
     def _param(self, name: str):
         return self.get_parameter(name).value
+
+    def _workspace_box(self) -> list[float]:
+        try:
+            return list(self._param("workspace_box"))
+        except ParameterUninitializedException:
+            return []
 
     def _camera_pose(self, name: str) -> np.ndarray:
         """(4, 4) world_T_cam of camera ``name`` from its xyz (metres) + quat_wxyz parameters."""
@@ -224,20 +328,52 @@ class GenerateNode(Node):
         # Camera.from_pose validates the quaternion; identity intrinsics only carry the pose here.
         return Camera.from_pose(name, np.eye(3), values["xyz"], values["quat_wxyz"], 1, 1).world_T_cam
 
+    @staticmethod
+    def _check_value(name: str, value) -> str:
+        """Why ``value`` is not valid for parameter ``name`` ("" if it is), beyond the descriptors' ranges."""
+        try:
+            if name == "device":
+                check_device(value)
+            elif name == "crop_mode" and value not in CROP_MODES:
+                return f"parameter crop_mode must be one of {CROP_MODES}, got {value!r}"
+            elif name in ("guidance_scale", "max_image_age") and not math.isfinite(value):
+                return f"parameter {name} must be finite, got {value!r}"
+        except ValueError as exc:
+            return f"parameter {name}: {exc}"
+        return ""
+
+    @staticmethod
+    def _check_crop(mode: str, box: list[float]) -> None:
+        if (mode == "workspace" or box) and (len(box) != 6 or not all(math.isfinite(v) for v in box)
+                                    or any(box[i] >= box[i + 3] for i in range(3))):
+            raise ValueError("parameter workspace_box must be [xmin, ymin, zmin, xmax, ymax, zmax] metres "
+                             f"(finite, min < max; needed by crop_mode workspace), got {box}")
+
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         for param in params:
-            if param.name not in _RUNTIME_CHECKS:
-                return SetParametersResult(successful=False, reason=f"parameter {param.name} cannot change at run time")
-            check, rule = _RUNTIME_CHECKS[param.name]
-            if not check(param.value):
-                return SetParametersResult(successful=False, reason=f"parameter {param.name} {rule}, got {param.value!r}")
-        if any(p.name in ("checkpoint", "device") for p in params):
+            error = self._check_value(param.name, param.value)
+            if error:
+                return SetParametersResult(successful=False, reason=error)
+        new = {p.name: p.value for p in params}
+        if "crop_mode" in new or "workspace_box" in new:
+            try:
+                self._check_crop(new.get("crop_mode", self._param("crop_mode")),
+                                 list(new["workspace_box"]) if "workspace_box" in new else self._workspace_box())
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        if "checkpoint" in new or "device" in new:
             with self._lock:
                 self._pipeline = None  # reloaded by the worker on the next task
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ inputs
     def _on_image(self, name: str, msg: Image) -> None:
+        limit = self._param("max_image_bytes")
+        if len(msg.data) > limit:
+            self._input_error(name, "image", f"image of camera {name!r} dropped: {len(msg.data)} bytes "
+                                             f"({msg.width}x{msg.height} {msg.encoding}), more than "
+                                             f"max_image_bytes = {limit}")
+            return
         try:
             image_to_numpy(msg)  # validation only; pixels are converted when a task arrives
         except ValueError as exc:
@@ -250,6 +386,7 @@ class GenerateNode(Node):
     def _on_camera_info(self, name: str, msg: CameraInfo) -> None:
         try:
             camera_info_to_K(msg)
+            distortion_coefficients(msg.distortion_model, msg.d)
         except ValueError as exc:
             self._input_error(name, "camera_info", f"CameraInfo of camera {name!r} dropped: {exc}")
             return
@@ -262,59 +399,26 @@ class GenerateNode(Node):
         with self._lock:
             self._input_errors[(name, kind)] = message
 
-    def submit(self, task: str, listener: StatusListener | None = None) -> str:
-        """Queue a generation for ``task`` (or reject it, on the status topic); returns its request id."""
-        request_id = uuid.uuid4().hex[:12]
-        text = task.strip()
-        with self._submit_lock:  # the topic and the action may submit concurrently
-            try:
-                request = self.prepare_request(request_id, text)
-                request.listener = listener
-                if self._queue.full():
-                    raise ValueError(f"busy: {self._queue.maxsize} requests already queued (task_queue_size)")
-            except ValueError as exc:
-                self.get_logger().error(f"request {request_id} rejected: {exc}")
-                self._publish_status(GenerationStatus.REJECTED, request_id, text[:200], error=str(exc),
-                                     listener=listener)
-                return request_id
-            # QUEUED goes out before the worker can see the request, so it always comes first.
-            self.get_logger().info(f"request {request_id} queued: {text!r}")
-            self._publish_status(GenerationStatus.QUEUED, request_id, text, total_steps=request.num_steps,
-                                 listener=listener)
-            self._queue.put_nowait(request)
-        return request_id
+    def _no_set_reason(self, errors: dict[tuple[str, str], str]) -> str:
+        """Why there is no usable image set: input errors, cameras never heard from, or stamps too far apart."""
+        stamps = self._sync.last_stamps
+        reasons = list(errors.values())
+        silent = [n for n in self.camera_names if n not in stamps]
+        if len(silent) == len(self.camera_names) and not reasons:
+            return "no images received yet"
+        if silent:
+            reasons.append(f"no image received from camera(s) {silent}")
+        elif stamps:
+            spread = max(stamps.values()) - min(stamps.values())
+            reasons.append(f"images arrive but no set of all cameras lies within sync_slop = "
+                           f"{self._sync.slop} s: latest stamps " +
+                           ", ".join(f"{n} {stamps[n]:.6f}" for n in self.camera_names) +
+                           f" (spread {spread:.3f} s)")
+        return "; ".join(reasons)
 
-    def _execute_goal(self, goal_handle) -> GenerateHOI.Result:
-        finished = threading.Event()
-        outcome: dict = {}
-
-        def listener(status: GenerationStatus, tracks: HOITracks | None) -> None:
-            if status.state in (GenerationStatus.DONE, GenerationStatus.ERROR, GenerationStatus.REJECTED):
-                outcome.update(status=status, tracks=tracks)
-                finished.set()
-            else:
-                goal_handle.publish_feedback(GenerateHOI.Feedback(status=status))
-
-        self.submit(goal_handle.request.task, listener)
-        while not finished.wait(timeout=0.1):
-            if self._stop.is_set():
-                goal_handle.abort()
-                return GenerateHOI.Result(error="the node is shutting down")
-        status = outcome["status"]
-        if status.state == GenerationStatus.DONE:
-            goal_handle.succeed()
-        else:
-            goal_handle.abort()
-        return GenerateHOI.Result(tracks=outcome["tracks"] or HOITracks(), error=status.error)
-
-    def prepare_request(self, request_id: str, text: str) -> Request:
-        """ROS inputs -> pipeline inputs: the task text, the latest synchronised images as RGB
-        arrays and one Camera per view (CameraInfo intrinsics + pose parameters).
-
-        Raises:
-            ValueError: empty or too long text, no synchronised image set yet, missing
-                CameraInfo, or images / CameraInfo of different sizes.
-        """
+    def check_ready(self, text: str) -> None:
+        """ValueError if a task ``text`` cannot be accepted now (the checks of ``prepare_request``
+        that need no pixel work: text, image set, its age, CameraInfo)."""
         max_length = self._param("max_task_length")
         if not text:
             raise ValueError("empty task text")
@@ -322,48 +426,163 @@ class GenerateNode(Node):
             raise ValueError(f"task text has {len(text)} characters, more than max_task_length = {max_length}")
         with self._lock:
             synced, infos, errors = self._sync.latest, dict(self._infos), dict(self._input_errors)
+            reason = self._no_set_reason(errors) if synced is None else ""
         if synced is None:
-            reasons = "; ".join(errors.values()) or "no images received yet"
-            raise ValueError(f"no synchronised image set of cameras {self.camera_names} "
-                             f"(slop {self._param('sync_slop')} s): {reasons}")
-        images, cameras, frame_ids = [], [], {}
+            raise ValueError(f"no synchronised image set of cameras {self.camera_names}: {reason}")
+        max_age = self._param("max_image_age")
+        age = self.get_clock().now().nanoseconds * 1e-9 - synced.stamp
+        if max_age > 0 and age > max_age:
+            with self._lock:
+                newer = self._no_set_reason({}) if self._sync.last_stamps else ""
+            raise ValueError(f"the latest synchronised image set is {age:.3f} s old (stamp {synced.stamp:.6f}), "
+                             f"more than max_image_age = {max_age} s" + (f"; {newer}" if newer else ""))
         for name in self.camera_names:
             if name not in infos:
                 error = errors.get((name, "camera_info"))
                 raise ValueError(f"no valid CameraInfo received for camera {name!r}" + (f" ({error})" if error else ""))
+
+    def prepare_request(self, request_id: str, text: str) -> Request:
+        """ROS inputs -> pipeline inputs: the task text, the latest synchronised images as RGB
+        arrays undistorted, cropped and resized to the model's size, and one Camera per view
+        (CameraInfo intrinsics + pose parameters, updated by the crop and the resize).
+
+        Raises:
+            ValueError: empty or too long text, no (recent enough) synchronised image set,
+                missing CameraInfo, an image not matching its CameraInfo, or a workspace box
+                outside a camera's view.
+        """
+        self.check_ready(text)
+        with self._lock:
+            synced, infos = self._sync.latest, dict(self._infos)
+        width, height = self._param("model_width"), self._param("model_height")
+        mode, box = self._param("crop_mode"), self._workspace_box()
+        images, cameras, frame_ids = [], [], {}
+        for name in self.camera_names:
             msg, info = synced.items[name], infos[name]
             if (msg.width, msg.height) != (info.width, info.height):
                 raise ValueError(f"camera {name!r}: image is {msg.width}x{msg.height} but its CameraInfo says "
                                  f"{info.width}x{info.height}")
-            images.append(image_to_rgb(msg))
-            cameras.append(Camera(name, camera_info_to_K(info), self._poses[name], info.width, info.height,
-                                  self._clusters[name]))
+            K = camera_info_to_K(info)
+            pixels = self._undistort(image_to_rgb(msg), K, distortion_coefficients(info.distortion_model, info.d))
+            camera = Camera(name, K, self._poses[name], info.width, info.height, self._clusters[name])
+            window = crop_window(camera, width, height, mode, np.reshape(box, (2, 3)) if box else None)
+            pixels, camera = to_model_input(pixels, camera, width, height, window)
+            images.append(pixels)
+            cameras.append(camera)
             frame_ids[name] = msg.header.frame_id or name
-        sizes = {(c.width, c.height) for c in cameras}
-        if len(sizes) != 1:
-            raise ValueError("cameras have different image sizes: " +
-                             ", ".join(f"{c.name} {c.width}x{c.height}" for c in cameras))
         return Request(request_id=request_id, text=text, images=images, cameras=cameras, frame_ids=frame_ids,
                        stamp=synced.stamp, num_frames=self._param("num_frames"), num_steps=self._param("num_steps"),
                        guidance_scale=self._param("guidance_scale"), seed=self._param("seed"))
 
+    # ------------------------------------------------------------------ requests
+    def submit(self, task: str, listener: StatusListener | None = None) -> str:
+        """Queue a generation for ``task`` (or reject it, on the status topic); returns its request id."""
+        request_id = uuid.uuid4().hex[:12]
+        text = task.strip()
+        with self._submit_lock:  # the topic and the action may submit concurrently
+            try:
+                if self._stop.is_set():
+                    raise ValueError("the node is shutting down")
+                request = self.prepare_request(request_id, text)
+                request.listener = listener
+                if self._queue.full():
+                    raise ValueError(f"busy: {self._queue.maxsize} requests already queued (task_queue_size)")
+            except ValueError as exc:
+                self.reject(request_id, text, str(exc), listener)
+                return request_id
+            # QUEUED goes out before the worker can see the request, so it always comes first.
+            self.get_logger().info(f"request {request_id} queued: {text!r}")
+            with self._lock:
+                self._requests[request_id] = request
+            self._status(request, GenerationStatus.QUEUED)
+            self._queue.put_nowait(request)
+        return request_id
+
+    def reject(self, request_id: str, text: str, error: str, listener: StatusListener | None = None) -> None:
+        """Publish REJECTED for a request that was never queued."""
+        self.get_logger().error(f"request {request_id} rejected: {error}")
+        self._publish_status(GenerationStatus.REJECTED, request_id, text[:200], error=error, listener=listener)
+
+    def cancel(self, request_id: str) -> bool:
+        """Cancel a queued or running request: a queued one ends CANCELED now, a running one at
+        its next denoising step. False if the request is unknown or already finished."""
+        with self._lock:
+            request = self._requests.get(request_id)
+            running = request is not None and request is self._current
+        if request is None:
+            return False
+        request.cancel.set()
+        if not running:
+            self._finish(request, GenerationStatus.CANCELED, error="canceled while queued")
+        return True
+
+    def _on_goal(self, goal: GenerateHOI.Goal) -> GoalResponse:
+        """Reject a goal that cannot run (empty / long text, no image set) at goal time."""
+        try:
+            self.check_ready(goal.task.strip())
+        except ValueError as exc:
+            self.reject(uuid.uuid4().hex[:12], goal.task.strip(), f"action goal rejected: {exc}")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def _execute_goal(self, goal_handle) -> GenerateHOI.Result:
+        finished = threading.Event()
+        outcome: dict = {}
+
+        def listener(status: GenerationStatus, tracks: HOITracks | None) -> None:
+            if status.state in TERMINAL:
+                outcome.update(status=status, tracks=tracks)
+                finished.set()
+            else:
+                goal_handle.publish_feedback(GenerateHOI.Feedback(status=status))
+
+        request_id = self.submit(goal_handle.request.task, listener)
+        cancel_sent = False
+        while not finished.wait(timeout=0.05):
+            if goal_handle.is_cancel_requested and not cancel_sent:
+                cancel_sent = True
+                self.cancel(request_id)
+        status = outcome["status"]
+        result = GenerateHOI.Result(tracks=outcome["tracks"] or HOITracks(), error=status.error)
+        if status.state == GenerationStatus.DONE:
+            goal_handle.succeed()
+        elif status.state == GenerationStatus.CANCELED and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        else:
+            goal_handle.abort()
+        return result
+
     # ------------------------------------------------------------------ generation (worker thread)
     def _work(self) -> None:
-        while not self._stop.is_set():
+        while True:
             request = self._queue.get()
-            if request is None:
+            if request is None or self._stop.is_set():
                 return
+            with self._lock:
+                if request.finished:  # canceled while queued
+                    continue
+                self._current = request
             try:
                 self._generate(request)
-            except Cancelled:
-                return
+            except Cancelled as exc:
+                self._finish(request, GenerationStatus.CANCELED if request.cancel.is_set() else GenerationStatus.ERROR,
+                             error=str(exc))
             except Exception as exc:  # any pipeline failure must leave the node running
                 self.get_logger().error(f"request {request.request_id} failed: {type(exc).__name__}: {exc}")
-                self._publish_status(GenerationStatus.ERROR, request.request_id, request.text,
-                                     total_steps=request.num_steps, error=f"{type(exc).__name__}: {exc}",
-                                     listener=request.listener)
+                self._finish(request, GenerationStatus.ERROR, error=f"{type(exc).__name__}: {exc}")
+            finally:
+                with self._lock:
+                    self._current = None
+            if self._stop.is_set():
+                return
             if self._queue.empty():
                 self._publish_status(GenerationStatus.IDLE)
+
+    def _check_cancel(self, request: Request, step: int) -> None:
+        if self._stop.is_set():
+            raise Cancelled("shutdown")
+        if request.cancel.is_set():
+            raise Cancelled(f"canceled at step {step}")
 
     def _generate(self, request: Request) -> None:
         with self._lock:
@@ -374,24 +593,29 @@ class GenerateNode(Node):
             pipeline = self._pipeline_factory(checkpoint, self._param("device"))
             with self._lock:
                 self._pipeline = pipeline
-        self._publish_status(GenerationStatus.RUNNING, request.request_id, request.text, total_steps=request.num_steps,
-                             listener=request.listener)
+        self._check_cancel(request, 0)
+        request.total_steps = planned_steps(pipeline, request.num_steps) or 0
+        if request.total_steps:
+            self._status(request, GenerationStatus.RUNNING)
 
         def on_step(step: int, total: int) -> None:
-            if self._stop.is_set():
-                raise Cancelled()
-            self._publish_status(GenerationStatus.RUNNING, request.request_id, request.text, step=step,
-                                 total_steps=total, listener=request.listener)
+            if request.total_steps and total != request.total_steps:
+                self.get_logger().warning(f"request {request.request_id}: the pipeline reports {total} steps, "
+                                          f"{request.total_steps} were planned")
+            request.total_steps = total
+            self._check_cancel(request, step)
+            self._status(request, GenerationStatus.RUNNING, step=step)
 
         scene = pipeline(images=request.images, cameras=request.cameras, text=request.text,
                          num_frames=request.num_frames, num_steps=request.num_steps,
                          guidance_scale=request.guidance_scale, seed=request.seed, callback=on_step)
+        self._check_cancel(request, request.total_steps)
         tracks = self.publish_scene(request, scene)
         self.get_logger().info(f"request {request.request_id} done: {scene.num_frames} frames x "
                                f"{scene.num_points} points")
-        steps = int(scene.meta.get("steps_run", request.num_steps))  # a model may end sampling early
-        self._publish_status(GenerationStatus.DONE, request.request_id, request.text, step=steps,
-                             total_steps=steps, listener=request.listener, tracks=tracks)
+        steps = int(scene.meta.get("steps_run", request.total_steps or request.num_steps))
+        request.total_steps = request.total_steps or steps
+        self._finish(request, GenerationStatus.DONE, step=steps, tracks=tracks)
 
     def publish_scene(self, request: Request, scene: Scene) -> HOITracks:
         """Publish a generated Scene: HOITracks, one HOIVideo per view, PointCloud2 and markers.
@@ -415,43 +639,109 @@ class GenerateNode(Node):
                                                     self._param("marker_max_tracks")))
         return tracks
 
+    # ------------------------------------------------------------------ statuses
+    def _status(self, request: Request, state: int, step: int = 0) -> None:
+        """A non-terminal status of ``request`` (remembered for the heartbeat)."""
+        with self._lock:
+            if request.finished:
+                return
+        request.last_status = self._publish_status(state, request.request_id, request.text, step=step,
+                                                   total_steps=request.total_steps, listener=request.listener)
+
+    def _finish(self, request: Request, state: int, step: int = 0, error: str = "",
+                tracks: HOITracks | None = None) -> None:
+        """The one terminal status of ``request`` (later calls for the same request do nothing)."""
+        with self._lock:
+            if request.finished:
+                return
+            request.finished = True
+            self._requests.pop(request.request_id, None)
+        if error:
+            self.get_logger().info(f"request {request.request_id} ended: {error}")
+        self._publish_status(state, request.request_id, request.text, step=step, total_steps=request.total_steps,
+                             error=error, listener=request.listener, tracks=tracks)
+
+    def _heartbeat(self) -> None:
+        with self._lock:
+            request = self._current
+        status = request.last_status if request is not None else None
+        if status is None or request.finished:
+            return
+        age = (self.get_clock().now().nanoseconds - Time.from_msg(status.header.stamp).nanoseconds) * 1e-9
+        if age >= 0.9 * self._param("heartbeat_period"):
+            self._status(request, status.state, step=status.step)
+
     def _publish_status(self, state: int, request_id: str = "", task: str = "", step: int = 0,
                         total_steps: int = 0, error: str = "", listener: StatusListener | None = None,
-                        tracks: HOITracks | None = None) -> None:
+                        tracks: HOITracks | None = None) -> GenerationStatus:
         msg = GenerationStatus(state=state, request_id=request_id, task=task, step=step, total_steps=total_steps,
-                               progress=float(step / total_steps) if total_steps else 0.0, error=error)
+                               progress=float(min(step, total_steps) / total_steps) if total_steps else 0.0,
+                               error=error)
         msg.header.stamp = self.get_clock().now().to_msg()
-        self._status_pub.publish(msg)
+        try:
+            self._status_pub.publish(msg)
+        except Exception:  # the context is gone (shutdown raced with the worker): nothing left to tell
+            if not self._stop.is_set():
+                raise
         if listener is not None:
             listener(msg, tracks)
+        return msg
 
     # ------------------------------------------------------------------ shutdown
-    def destroy_node(self) -> None:
-        """Stop the worker (a running generation is aborted at its next step), then the node."""
+    def shutdown_requests(self, reason: str = "shutdown", flush_timeout: float = 2.0) -> None:
+        """End every queued and running request with ERROR ``reason`` and stop the worker (a
+        running generation stops at its next denoising step); waits up to ``flush_timeout``
+        seconds for subscribers to acknowledge the statuses. Call while the context is valid."""
         self._stop.set()
+        with self._lock:
+            pending = list(self._requests.values())
+        for request in pending:
+            self._finish(request, GenerationStatus.ERROR, error=reason)
+        if pending:
+            self._status_pub.wait_for_all_acked(Duration(seconds=flush_timeout))
+
+    def destroy_node(self) -> None:
+        """Stop the worker (ERROR "shutdown" for unfinished requests), then the node."""
+        if not self._stop.is_set():
+            try:
+                self.shutdown_requests()
+            except Exception:  # the context was shut down before the node: statuses cannot go out
+                self._stop.set()
         while True:  # make room for the sentinel: queued requests are dropped at shutdown
             try:
                 self._queue.get_nowait()
             except queue.Empty:
                 break
         self._queue.put(None)
-        self._worker.join(timeout=10.0)
+        self._worker.join(timeout=5.0)
         self._action_server.destroy()  # not destroyed by Node.destroy_node
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point of ``syncmv4d-node``: ``--ros-args --params-file config/generate.yaml``."""
+    """Entry point of ``syncmv4d-node``: ``--ros-args --params-file config/generate.yaml``.
+
+    SIGINT / SIGTERM: every unfinished request ends with ERROR "shutdown" (published while the
+    context is still up), the worker stops at its next denoising step, exit status 0.
+    """
     logger = rclpy.logging.get_logger("syncmv4d_generate")
     try:
-        rclpy.init(args=args)
+        # rclpy's own handler would shut the context down at once, before the statuses go out.
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except Exception as exc:  # rclpy reports a broken params file or bad --ros-args as RCLError
         logger.fatal(f"cannot start: {exc}")
         return 2
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     node = None
+    executor = MultiThreadedExecutor()  # action goals wait in their own thread
     try:
         node = GenerateNode()
-        rclpy.spin(node, executor=MultiThreadedExecutor())  # action goals wait in their own thread
+        executor.add_node(node)
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+        logger.info("shutting down")
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, ParameterException) as exc:
@@ -459,6 +749,8 @@ def main(args: list[str] | None = None) -> int:
         return 2
     finally:
         if node is not None:
+            node.shutdown_requests()
+            executor.shutdown(timeout_sec=1.0)
             node.destroy_node()
         rclpy.try_shutdown()
     return 0

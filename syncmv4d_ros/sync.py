@@ -66,6 +66,8 @@ class ApproximateTimeSynchronizer:
         self._stamps: dict[str, list[float]] = {n: [] for n in names}
         self._items: dict[str, list[Any]] = {n: [] for n in names}
         self.latest: SyncedSet | None = None
+        # Newest stamp seen per stream (also of messages no set used): explains a missing set.
+        self.last_stamps: dict[str, float] = {}
 
     def add(self, name: str, stamp: float, item: Any) -> SyncedSet | None:
         """Add one message; return the set it completes (also kept as ``latest``) or None.
@@ -79,6 +81,7 @@ class ApproximateTimeSynchronizer:
             raise ValueError(f"unknown stream {name!r}; streams are {self.names}")
         if not math.isfinite(stamp):
             raise ValueError(f"stamp of stream {name!r} must be finite, got {stamp}")
+        self.last_stamps[name] = max(stamp, self.last_stamps.get(name, -math.inf))
         stamps, items = self._stamps[name], self._items[name]
         index = bisect.bisect_right(stamps, stamp)
         stamps.insert(index, stamp)

@@ -78,7 +78,7 @@ SHIPPED = (ROOT / "config" / "generate.yaml").read_text()
 @pytest.mark.parametrize("content, message", [
     ("this: [is: not yaml\n  - {{{\n", "Couldn't parse params file"),
     (SHIPPED.replace("num_steps: 20", "num_steps: many"), "invalid parameters: Trying to set parameter 'num_steps'"),
-    (SHIPPED.replace("num_steps: 20", "num_steps: 0"), "parameter num_steps must be >= 1, got 0"),
+    (SHIPPED.replace("num_steps: 20", "num_steps: 0"), "Parameter num_steps out of range. Min: 1, Max: 1000, value: 0"),
     (SHIPPED.replace("xyz: [0.0, -0.6, 0.45]", "xyz: [0.0, -0.6]"), "parameter cameras.center.xyz must hold 3 values"),
     ("/**:\n  ros__parameters:\n    camera_names: [solo]\n", "parameter cameras.solo.xyz is not set"),
 ])
