@@ -7,7 +7,8 @@ Layout of a scene directory::
     videos/<camera>.mp4        RGB video per camera, lossless H.264 (libx264rgb, crf 0)
     tracks.npz                 tracks_world (F, K, 3) float32 metres, labels (K,) uint8, optional
                                track_anchors (K, 3) float32 (view index, u0, v0 pixels): the identity
-                               of generated tracks (see Scene.track_anchors)
+                               of generated tracks (see Scene.track_anchors), optional
+                               label_confidence (K,) float32 in [0, 1] (generated labels)
     depth.npz                  optional: depth (V, F, H, W) float32 metres (0 = background)
     pseudo_videos/<camera>.mp4 optional: motion pseudo videos (generated results)
 
@@ -131,6 +132,7 @@ class Scene:
             view it was anchored in and its frame-0 pixel there, or (-1, nan, nan) for a track that
             no view sees in frame 0. Generated scenes carry it (their
             tracks have no other identity); evaluation matches them to ground-truth tracks by it.
+        label_confidence: optional (K,) float32 in [0, 1], the model's probability of each label.
         meta: free-form JSON-serialisable information (generator seed, action, split...).
     """
 
@@ -144,6 +146,7 @@ class Scene:
     pseudo_videos: np.ndarray | None = None
     depth_ranges: np.ndarray | None = None
     track_anchors: np.ndarray | None = None
+    label_confidence: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -199,6 +202,9 @@ class Scene:
             raise ValueError(f"depth_ranges must be (V={V}, 2), got {np.asarray(self.depth_ranges).shape}")
         if self.track_anchors is not None and np.asarray(self.track_anchors).shape != (self.num_points, 3):
             raise ValueError(f"track_anchors must be (K={self.num_points}, 3), got {np.asarray(self.track_anchors).shape}")
+        if self.label_confidence is not None and np.asarray(self.label_confidence).shape != (self.num_points,):
+            raise ValueError(f"label_confidence must be (K={self.num_points},), got "
+                             f"{np.asarray(self.label_confidence).shape}")
 
     # ------------------------------------------------------------------ I/O
     def save(self, directory: str | Path) -> Path:
@@ -257,6 +263,8 @@ class Scene:
         arrays = {"tracks_world": self.tracks_world, "labels": self.labels}
         if self.track_anchors is not None:
             arrays["track_anchors"] = np.asarray(self.track_anchors, dtype=np.float32)
+        if self.label_confidence is not None:
+            arrays["label_confidence"] = np.asarray(self.label_confidence, dtype=np.float32)
         np.savez_compressed(tmp / "tracks.npz", **arrays)
         if self.depth is not None:
             np.savez_compressed(tmp / "depth.npz", depth=self.depth.astype(np.float32))
@@ -304,7 +312,7 @@ class Scene:
         tracks_path = directory / "tracks.npz"
         if not tracks_path.is_file():
             raise FileNotFoundError(f"{tracks_path} not found")
-        arrays = _read_npz(tracks_path, ("tracks_world", "labels"), ("track_anchors",))
+        arrays = _read_npz(tracks_path, ("tracks_world", "labels"), ("track_anchors", "label_confidence"))
         depth = None
         if load_depth and (directory / "depth.npz").is_file():
             depth = _read_npz(directory / "depth.npz", ("depth",))["depth"]
@@ -313,7 +321,7 @@ class Scene:
             return cls(cameras=cameras, videos=np.stack(videos), tracks_world=arrays["tracks_world"],
                        labels=arrays["labels"], text=info["text"], fps=float(info["fps"]), depth=depth,
                        pseudo_videos=pseudo, depth_ranges=depth_ranges, track_anchors=arrays.get("track_anchors"),
-                       meta=info.get("meta", {}))
+                       label_confidence=arrays.get("label_confidence"), meta=info.get("meta", {}))
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{directory}: {exc}") from exc
 

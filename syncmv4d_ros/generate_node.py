@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import queue
 import re
 import signal
@@ -700,8 +701,9 @@ class GenerateNode(Node):
         if pending:
             self._status_pub.wait_for_all_acked(Duration(seconds=flush_timeout))
 
-    def destroy_node(self) -> None:
-        """Stop the worker (ERROR "shutdown" for unfinished requests), then the node."""
+    def destroy_node(self, worker_timeout: float = 5.0) -> None:
+        """Stop the worker (ERROR "shutdown" for unfinished requests; waits up to ``worker_timeout``
+        seconds for a running denoising step to end), then the node."""
         if not self._stop.is_set():
             try:
                 self.shutdown_requests()
@@ -713,7 +715,7 @@ class GenerateNode(Node):
             except queue.Empty:
                 break
         self._queue.put(None)
-        self._worker.join(timeout=5.0)
+        self._worker.join(timeout=worker_timeout)
         self._action_server.destroy()  # not destroyed by Node.destroy_node
         super().destroy_node()
 
@@ -751,8 +753,15 @@ def main(args: list[str] | None = None) -> int:
         if node is not None:
             node.shutdown_requests()
             executor.shutdown(timeout_sec=1.0)
-            node.destroy_node()
+            node.destroy_node(worker_timeout=2.0)
         rclpy.try_shutdown()
+    if node is not None and node._worker.is_alive():
+        # A denoising step (torch, C++) is still running: interpreter teardown under it would
+        # abort the process. Every request has its terminal status already; leave at once.
+        logger.warning("a denoising step is still running; exiting without waiting for it")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

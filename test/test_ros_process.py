@@ -9,11 +9,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header, String
 
+from syncmv4d_core.cameras import Camera
+from syncmv4d_ros import topics
+from syncmv4d_ros.conversions import camera_to_camera_info, numpy_to_image
 from syncmv4d_ros.msg import GenerationStatus
 
 DOMAIN_ID = 72  # this module's own DDS domain
@@ -95,3 +101,58 @@ def test_console_script_is_installed():
     assert script is not None
     stderr = expect_failure([script, "--ros-args", "--params-file", "/nonexistent/params.yaml"])
     assert "cannot start" in stderr, stderr
+
+
+def test_sigint_during_generation_ends_the_request_and_exits_0():
+    """SIGINT while a generation runs: the request gets ERROR "shutdown", the node exits 0 within
+    a few seconds and prints no traceback."""
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID)
+    node = rclpy.create_node("syncmv4d_process_rig", context=context)
+    statuses: list[GenerationStatus] = []
+    node.create_subscription(GenerationStatus, topics.STATUS, statuses.append, topics.STATUS_QOS)
+    names = ["left", "center", "right"]
+    image_pubs = [node.create_publisher(Image, topics.image_topic(n), qos_profile_sensor_data) for n in names]
+    info_pubs = [node.create_publisher(CameraInfo, topics.camera_info_topic(n), qos_profile_sensor_data)
+                 for n in names]
+    task_pub = node.create_publisher(String, topics.TASK, 10)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    process = run_node(NODE + ["--ros-args", "--params-file", "config/generate.yaml", "-p", "num_steps:=1000"])
+    camera = Camera.look_at("cam", (0.0, -0.6, 0.45), (0.0, 0.0, 0.05), 50.0, 64, 64)
+    try:
+        deadline = time.monotonic() + 120.0  # importing torch and loading the model on a busy machine
+        last = 0.0
+        while time.monotonic() < deadline and process.poll() is None:
+            executor.spin_once(timeout_sec=0.05)
+            if time.monotonic() - last > 0.2:  # a 5 Hz rig, and the task until it is queued
+                last = time.monotonic()
+                stamp = node.get_clock().now().to_msg()
+                for image_pub, info_pub in zip(image_pubs, info_pubs):
+                    info_pub.publish(camera_to_camera_info(camera, Header(stamp=stamp)))
+                    image_pub.publish(numpy_to_image(np.full((64, 64, 3), 90, np.uint8), "rgb8", Header(stamp=stamp)))
+                if not any(s.state == GenerationStatus.QUEUED for s in statuses):
+                    task_pub.publish(String(data="lift the cup"))
+            if any(s.state == GenerationStatus.RUNNING for s in statuses):
+                break
+        assert process.poll() is None, process.communicate()[1]
+        running = next(s for s in statuses if s.state == GenerationStatus.RUNNING)
+        start = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=15.0)
+        elapsed = time.monotonic() - start
+        assert process.returncode == 0, stderr
+        assert elapsed < 5.0 and "Traceback" not in stderr, (elapsed, stderr)
+        while time.monotonic() - start < 5.0 and not any(s.state == GenerationStatus.ERROR for s in statuses):
+            executor.spin_once(timeout_sec=0.05)
+        terminal = [s for s in statuses if s.request_id == running.request_id and s.state in (
+            GenerationStatus.DONE, GenerationStatus.ERROR, GenerationStatus.REJECTED, GenerationStatus.CANCELED)]
+        assert [(s.state, s.error) for s in terminal] == [(GenerationStatus.ERROR, "shutdown")]
+        assert running.total_steps == terminal[0].total_steps > 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
