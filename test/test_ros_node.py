@@ -107,10 +107,19 @@ def node_cameras() -> list[Camera]:
 class Harness:
     """The node under test plus a camera-rig / planner test node, spun in a background thread."""
 
-    def __init__(self, context, checkpoint: Path, pipeline_factory=load_pipeline, **params) -> None:
-        self.node = GenerateNode(pipeline_factory, context=context,
+    def __init__(self, context, checkpoint: Path, pipeline_factory=load_pipeline, namespace: str = "",
+                 cli_args: list[str] | None = None, topic: dict[str, str] | None = None, **params) -> None:
+        """
+        Args:
+            namespace: the node's namespace; the peer uses the same one.
+            cli_args: the node's ``--ros-args`` (e.g. remappings).
+            topic: topic name -> the name the peer uses for it instead (to follow a remapping).
+        """
+        self.node = GenerateNode(pipeline_factory, context=context, namespace=namespace or None, cli_args=cli_args,
                                  parameter_overrides=rig_parameters(checkpoint, **params))
-        self.peer = rclpy.create_node("syncmv4d_test_peer", context=context)
+        self.peer = rclpy.create_node("syncmv4d_test_peer", context=context, namespace=namespace or None)
+        names = {t: (topic or {}).get(t, t) for t in ("hoi_status", "hoi_tracks", "hoi_videos", "hoi_tracks/cloud",
+                                                      "hoi_tracks/markers", "hoi_task")}
         self.lock = threading.Lock()
         self.statuses: list[GenerationStatus] = []
         self.tracks: list[HOITracks] = []
@@ -119,19 +128,20 @@ class Harness:
         self.markers: list[MarkerArray] = []
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
                               durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        for msg_type, topic, sink, qos in [
-            (GenerationStatus, "/hoi_status", self.statuses, reliable),
-            (HOITracks, "/hoi_tracks", self.tracks, reliable),
-            (HOIVideo, "/hoi_videos", self.videos, 10),
-            (PointCloud2, "/hoi_tracks/cloud", self.clouds, 10),
-            (MarkerArray, "/hoi_tracks/markers", self.markers, reliable),
+        # Relative names: in the root namespace they are /hoi_status etc.
+        for msg_type, name, sink, qos in [
+            (GenerationStatus, "hoi_status", self.statuses, reliable),
+            (HOITracks, "hoi_tracks", self.tracks, reliable),
+            (HOIVideo, "hoi_videos", self.videos, 10),
+            (PointCloud2, "hoi_tracks/cloud", self.clouds, 10),
+            (MarkerArray, "hoi_tracks/markers", self.markers, reliable),
         ]:
-            self.peer.create_subscription(msg_type, topic, lambda m, s=sink: self._store(s, m), qos)
-        self.image_pubs = {n: self.peer.create_publisher(Image, f"/cameras/{n}/image_raw", qos_profile_sensor_data)
+            self.peer.create_subscription(msg_type, names[name], lambda m, s=sink: self._store(s, m), qos)
+        self.image_pubs = {n: self.peer.create_publisher(Image, f"cameras/{n}/image_raw", qos_profile_sensor_data)
                            for n in NAMES}
-        self.info_pubs = {n: self.peer.create_publisher(CameraInfo, f"/cameras/{n}/camera_info",
+        self.info_pubs = {n: self.peer.create_publisher(CameraInfo, f"cameras/{n}/camera_info",
                                                         qos_profile_sensor_data) for n in NAMES}
-        self.task_pub = self.peer.create_publisher(String, "/hoi_task", 10)
+        self.task_pub = self.peer.create_publisher(String, names["hoi_task"], 10)
         self.executor = MultiThreadedExecutor(num_threads=4, context=context)
         self.executor.add_node(self.node)
         self.executor.add_node(self.peer)
@@ -307,6 +317,40 @@ def test_late_subscriber_receives_the_last_tracks(harness, context):
     h.peer.create_subscription(HOITracks, "/hoi_tracks", late.append, qos)
     h.wait_until(lambda: late, "the latched tracks on a late subscription")
     assert late[0].request_id == status.request_id and late[0].num_points == NUM_TRACKS
+
+
+def test_two_nodes_in_two_namespaces_do_not_collide(context, checkpoint):
+    a = Harness(context, checkpoint, namespace="/robot_a")
+    b = Harness(context, checkpoint, namespace="/robot_b")
+    try:
+        assert a.node.resolve_topic_name(a.node.get_parameter("tracks_topic").value) == "/robot_a/hoi_tracks"
+        a.publish_valid_inputs()
+        status = a.run_task("lift the cup")
+        assert status.state == GenerationStatus.DONE, status.error
+        a.wait_until(lambda: a.tracks, "robot_a's tracks")
+        assert not b.terminal() and not b.tracks and not b.node._sync.last_stamps  # robot_b saw nothing
+        status = b.run_task("lift the cup")  # robot_b has no images of its own
+        assert status.state == GenerationStatus.REJECTED and "no images received yet" in status.error
+        assert len(a.terminal()) == 1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_inputs_and_outputs_can_be_remapped(context, checkpoint):
+    remaps = {"hoi_task": "/planner/task", "hoi_tracks": "/planner/tracks", "hoi_status": "/planner/status"}
+    args = ["--ros-args"] + [x for old, new in remaps.items() for x in ("-r", f"{old}:={new}")]
+    h = Harness(context, checkpoint, cli_args=args, topic=remaps)
+    try:
+        h.publish_valid_inputs()
+        status = h.run_task("lift the cup")
+        assert status.state == GenerationStatus.DONE, status.error
+        h.wait_until(lambda: h.tracks, "the tracks on /planner/tracks")
+        topics_of_node = dict(h.node.get_topic_names_and_types())
+        assert "/planner/tracks" in topics_of_node and "/hoi_tracks" not in {
+            t for t, _ in h.node.get_publisher_names_and_types_by_node("syncmv4d_generate", "/")}
+    finally:
+        h.close()
 
 
 # ---------------------------------------------------------------------- bad input
