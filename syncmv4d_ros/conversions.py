@@ -13,7 +13,7 @@ import math
 import numpy as np
 import transforms3d
 from builtin_interfaces.msg import Duration, Time
-from geometry_msgs.msg import Point, Pose
+from geometry_msgs.msg import Point, Pose, PoseArray
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
@@ -138,6 +138,24 @@ def matrix_to_pose(world_T_cam: np.ndarray) -> Pose:
     pose.position.x, pose.position.y, pose.position.z = (float(v) for v in np.asarray(world_T_cam)[:3, 3])
     pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z = float(w), float(x), float(y), float(z)
     return pose
+
+
+def poses_to_msg(poses: np.ndarray, header: Header) -> PoseArray:
+    """PoseArray of a pose trajectory: pose f (world_T_object, (F, 4, 4), metres) is at
+    ``header.stamp + f / frame_rate`` of the matching HOITracks."""
+    poses = np.asarray(poses, dtype=np.float64)
+    if poses.ndim != 3 or poses.shape[1:] != (4, 4):
+        raise ValueError(f"poses must be (F, 4, 4), got {poses.shape}")
+    return PoseArray(header=header, poses=[matrix_to_pose(T) for T in poses])
+
+
+def pose_to_matrix(pose: Pose) -> np.ndarray:
+    """(4, 4) rigid transform of a geometry_msgs/Pose (inverse of ``matrix_to_pose``)."""
+    q = pose.orientation
+    T = np.eye(4)
+    T[:3, :3] = transforms3d.quaternions.quat2mat([q.w, q.x, q.y, q.z])
+    T[:3, 3] = pose.position.x, pose.position.y, pose.position.z
+    return T
 
 
 # ---------------------------------------------------------------------- tracks

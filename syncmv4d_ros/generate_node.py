@@ -47,19 +47,22 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
+from geometry_msgs.msg import PoseArray
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
 from syncmv4d_core.cameras import Camera
 from syncmv4d_core.limits import MAX_FRAMES, MAX_GUIDANCE, MAX_IMAGE_SIDE, MAX_STEPS, MAX_TEXT_CHARS
-from syncmv4d_core.scene import Scene
+from syncmv4d_core.poses import RIGID_LABELS, object_poses
+from syncmv4d_core.scene import LABEL_NAMES, Scene
 from syncmv4d_ros import topics
 from syncmv4d_ros.action import GenerateHOI
 from syncmv4d_ros.conversions import (
     camera_info_to_K,
     image_to_numpy,
     image_to_rgb,
+    poses_to_msg,
     seconds_to_time,
     time_to_seconds,
     tracks_to_markers,
@@ -270,6 +273,9 @@ class GenerateNode(Node):
         self._cloud_pub = self.create_publisher(PointCloud2, self._param("cloud_topic"), 1)
         self._markers_pub = self.create_publisher(MarkerArray, self._param("markers_topic"), topics.LATCHED)
         self._status_pub = self.create_publisher(GenerationStatus, self._param("status_topic"), topics.STATUS_QOS)
+        # One PoseArray topic per rigid object label: <poses_topic>/tool, <poses_topic>/target.
+        self._pose_pubs = {label: self.create_publisher(PoseArray, f"{self._param('poses_topic')}/{LABEL_NAMES[label]}",
+                                                        topics.LATCHED) for label in RIGID_LABELS}
 
         # 4. Subscriptions and the action.
         for name, (image_topic, info_topic) in camera_topics.items():
@@ -619,13 +625,18 @@ class GenerateNode(Node):
         self._finish(request, GenerationStatus.DONE, step=steps, tracks=tracks)
 
     def publish_scene(self, request: Request, scene: Scene) -> HOITracks:
-        """Publish a generated Scene: HOITracks, one HOIVideo per view, PointCloud2 and markers.
+        """Publish a generated Scene: HOITracks, one HOIVideo per view, PointCloud2, markers and a
+        PoseArray per rigid object (its F poses from a rigid fit of its labelled tracks; empty
+        when the scene has no such tracks, so a latched pose never belongs to an older request).
 
         Returns:
             the published HOITracks message.
         """
         header = Header(stamp=seconds_to_time(request.stamp), frame_id=self._param("world_frame"))
-        confidence = scene.meta.get("confidence")
+        # Per-track confidence: a Scene attribute or meta["confidence"] when the model gives one.
+        confidence = getattr(scene, "confidence", None)
+        if confidence is None:
+            confidence = scene.meta.get("confidence")
         tracks = tracks_to_msg(
             scene.tracks_world, scene.labels, header, scene.fps, request_id=request.request_id, task=request.text,
             confidence=None if confidence is None else np.asarray(confidence),
@@ -638,6 +649,14 @@ class GenerateNode(Node):
         self._cloud_pub.publish(tracks_to_point_cloud(scene.tracks_world, header, scene.fps, scene.labels))
         self._markers_pub.publish(tracks_to_markers(scene.tracks_world, scene.labels, header,
                                                     self._param("marker_max_tracks")))
+        trajectories = object_poses(scene.tracks_world, scene.labels)
+        for label, publisher in self._pose_pubs.items():
+            trajectory = trajectories.get(label)
+            publisher.publish(poses_to_msg(np.zeros((0, 4, 4)) if trajectory is None else trajectory.poses, header))
+            if trajectory is not None:
+                self.get_logger().info(f"request {request.request_id}: {trajectory.name} pose from "
+                                       f"{trajectory.track_indices.size} tracks, rigid-fit residual max "
+                                       f"{trajectory.residual.max() * 1e3:.2f} mm")
         return tracks
 
     # ------------------------------------------------------------------ statuses

@@ -200,3 +200,19 @@ def test_video_message_has_timed_rgb_frames_and_camera():
     assert msg.camera_pose.position.x == pytest.approx(0.5)
     with pytest.raises(ValueError, match=r"frames must be \(F, 6, 8, 3\) uint8"):
         video_to_msg(frames[:, :5], camera, Header(), 4.0)
+
+
+def test_poses_round_trip_through_pose_array():
+    from scipy.spatial.transform import Rotation
+
+    from syncmv4d_ros.conversions import pose_to_matrix, poses_to_msg
+
+    poses = np.tile(np.eye(4), (5, 1, 1))
+    poses[:, :3, :3] = Rotation.random(5, random_state=0).as_matrix()
+    poses[:, :3, 3] = np.arange(15.0).reshape(5, 3) * 0.01
+    msg = poses_to_msg(poses, Header(frame_id="world"))
+    assert len(msg.poses) == 5 and msg.header.frame_id == "world"
+    np.testing.assert_allclose(np.stack([pose_to_matrix(p) for p in msg.poses]), poses, atol=1e-12)
+    assert poses_to_msg(np.zeros((0, 4, 4)), Header()).poses == []
+    with pytest.raises(ValueError, match=r"poses must be \(F, 4, 4\)"):
+        poses_to_msg(np.zeros((3, 3)), Header())

@@ -22,13 +22,15 @@ from rclpy.action import ActionClient
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from geometry_msgs.msg import PoseArray
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
 from syncmv4d_core.cameras import Camera
 from syncmv4d_core.pipeline import SyncMV4DPipeline
-from syncmv4d_core.scene import UNKNOWN, Scene
+from syncmv4d_core.data.synthetic import SynthConfig, generate_scene
+from syncmv4d_core.scene import TARGET, TOOL, UNKNOWN, Scene
 try:  # the model class moves from training/objectives.py to models/syncmv4d.py (structure work)
     from syncmv4d_core.models.syncmv4d import SyncMV4DModel
 except ImportError:
@@ -38,6 +40,7 @@ from syncmv4d_ros.conversions import (
     image_to_rgb,
     numpy_to_image,
     point_cloud_to_numpy,
+    pose_to_matrix,
     seconds_to_time,
     time_to_seconds,
     tracks_from_msg,
@@ -298,6 +301,7 @@ def test_task_produces_tracks_videos_cloud_markers_and_progress(harness, referen
     assert cloud.shape == (NUM_FRAMES * NUM_TRACKS,) and cloud["t"].max() == pytest.approx((NUM_FRAMES - 1) / 8.0)
     np.testing.assert_allclose(np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=1), tracks.reshape(-1, 3))
     assert len(h.markers[-1].markers) == 1 + NUM_TRACKS
+    assert confidence is None and not tracks_msg.confidence  # the model gives no confidence: empty field
 
     states = [(s.state, s.step) for s in h.statuses if s.request_id == status.request_id]
     assert states[0] == (GenerationStatus.QUEUED, 0)
@@ -305,6 +309,56 @@ def test_task_produces_tracks_videos_cloud_markers_and_progress(harness, referen
         [(GenerationStatus.RUNNING, k) for k in range(1, NUM_STEPS + 1)]
     assert states[-1] == (GenerationStatus.DONE, NUM_STEPS)
     assert h.statuses[-1].progress == 1.0 or h.statuses[-1].state == GenerationStatus.IDLE
+
+
+class GroundTruthPipeline:
+    """Returns a synthetic scene's ground-truth tracks and labels (rigid tool and target) for the
+    node's cameras: the node's pose path is tested on tracks whose object motion is known."""
+
+    def __init__(self) -> None:
+        self.scene = generate_scene(3, SynthConfig(num_frames=NUM_FRAMES, height=64, width=64, num_points=300))
+
+    def __call__(self, images, cameras, text, num_frames, **kwargs) -> Scene:
+        videos = np.zeros((len(cameras), num_frames, cameras[0].height, cameras[0].width, 3), np.uint8)
+        confidence = np.linspace(0.0, 1.0, self.scene.num_points, dtype=np.float32)
+        return Scene(list(cameras), videos, self.scene.tracks_world, self.scene.labels, text, self.scene.fps,
+                     meta={"confidence": confidence.tolist()})
+
+
+def test_object_poses_are_published_from_labelled_tracks(context, checkpoint):
+    truth = GroundTruthPipeline()
+    h = Harness(context, checkpoint, lambda path, device: truth)
+    poses: dict[str, list[PoseArray]] = {"tool": [], "target": []}
+    for name, sink in poses.items():
+        h.peer.create_subscription(PoseArray, f"hoi_tracks/poses/{name}", lambda m, s=sink: h._store(s, m),
+                                   QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                              durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    try:
+        h.publish_valid_inputs()
+        status = h.run_task("lift the cup")
+        assert status.state == GenerationStatus.DONE, status.error
+        h.wait_until(lambda: poses["tool"] and poses["target"], "the object poses")
+        tracks, labels = truth.scene.tracks_world, truth.scene.labels
+        for name, label in (("tool", TOOL), ("target", TARGET)):
+            msg = poses[name][-1]
+            assert len(msg.poses) == NUM_FRAMES and msg.header.frame_id == "world"
+            assert time_to_seconds(msg.header.stamp) == pytest.approx(100.0)
+            matrices = np.stack([pose_to_matrix(p) for p in msg.poses])
+            # The published poses move the object's frame-0 points onto its tracks (mm accuracy).
+            points = tracks[:, labels == label]
+            local = points[0] - matrices[0][:3, 3]
+            for f in range(NUM_FRAMES):
+                moved = local @ matrices[f][:3, :3].T + matrices[f][:3, 3]
+                assert np.abs(moved - points[f]).max() < 1e-4
+        # Labels and per-track confidence travel in HOITracks.
+        h.wait_until(lambda: h.tracks, "the tracks")
+        _, got_labels, confidence = tracks_from_msg(h.tracks[-1])
+        np.testing.assert_array_equal(got_labels, labels)
+        np.testing.assert_allclose(confidence, np.linspace(0.0, 1.0, truth.scene.num_points), atol=1e-6)
+        target = np.stack([pose_to_matrix(p) for p in poses["target"][-1].poses])
+        assert np.abs(target - target[0]).max() < 1e-5  # the target stays put
+    finally:
+        h.close()
 
 
 def test_late_subscriber_receives_the_last_tracks(harness, context):
