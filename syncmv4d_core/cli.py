@@ -1,7 +1,9 @@
-"""The ``syncmv4d`` command line: ``synth | show | generate | taco | train | eval``.
+"""The ``syncmv4d`` command line: ``synth | show | generate | ablate | taco | train | eval``.
 
-Argument definitions live here (argparse only, so ``--help`` is instant); each handler imports
-the library module that does the work.
+Argument definitions live here (argparse only, so ``--help`` is instant); each handler checks
+its arguments against ``limits`` before it allocates or writes anything, then imports the
+library module that does the work. Any bad input ends the command with a one-line error that
+names the value or file and what is expected, and exit status 2 (docs/limits.md).
 """
 
 from __future__ import annotations
@@ -11,10 +13,18 @@ import logging
 import sys
 from pathlib import Path
 
+from . import limits
+from .limits import (check_float, check_guidance, check_image_size, check_int, check_num_frames, check_points,
+                     check_steps, check_text)
+
 
 def _synth(args: argparse.Namespace) -> None:
     from .data.synthetic import SynthConfig, write_scenes
 
+    check_int(args.scenes, "--scenes", 1, limits.MAX_SCENES)
+    check_num_frames(args.frames, min_frames=5, what="--frames")
+    check_image_size(args.height, args.width, "--height/--width")
+    check_points(args.points, "--points")
     cfg = SynthConfig(num_frames=args.frames, height=args.height, width=args.width, num_points=args.points)
     write_scenes(args.out, num_scenes=args.scenes, seed=args.seed, config=cfg, progress=True, split=args.split)
 
@@ -30,6 +40,11 @@ def _show(args: argparse.Namespace) -> None:
 def _taco(args: argparse.Namespace) -> None:
     from .data.taco import TacoConfig, convert_taco
 
+    check_num_frames(args.frames, what="--frames")
+    check_image_size(args.height, args.width, "--height/--width")
+    check_points(args.points, "--points")
+    if args.limit is not None:
+        check_int(args.limit, "--limit", 1, 10**9)
     cfg = TacoConfig(height=args.height, width=args.width, num_frames=args.frames, num_points=args.points)
     convert_taco(args.root, args.out, mano_dir=args.mano, config=cfg, limit=args.limit, progress=True)
 
@@ -38,6 +53,7 @@ def _eval(args: argparse.Namespace) -> None:
     from .evaluation.evaluate import evaluate_dirs, evaluate_scene, write_tables
     from .scene import Scene
 
+    check_float(args.max_anchor_px, "--max-anchor-px", 0.0, float(limits.MAX_IMAGE_SIDE))
     single, batch = (args.pred, args.gt), (args.pred_root, args.gt_root)
     if all(single) and not any(batch):
         result = evaluate_scene(Scene.load(args.pred, load_depth=False), Scene.load(args.gt, load_depth=False),
@@ -54,25 +70,79 @@ def _read_image(path: str):
     import imageio.v3 as iio
 
     try:
-        image = iio.imread(path)
+        shape = iio.improps(path).shape  # the header only: the size is checked before decoding
     except Exception as exc:  # imageio raises several unrelated types for broken files
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+    if len(shape) >= 2:
+        check_image_size(shape[0], shape[1], f"image {path}")
+    try:
+        image = iio.imread(path)
+    except Exception as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from exc
     if image.ndim != 3 or image.shape[-1] not in (3, 4) or image.dtype.name != "uint8":
         raise ValueError(f"{path}: need an 8-bit RGB(A) image, got shape {image.shape} {image.dtype}")
     return image[..., :3]
 
 
-def _generate(args: argparse.Namespace) -> None:
-    import json
+def _check_device(device: str) -> str:
+    """``device`` if torch can use it on this machine; ValueError naming it otherwise."""
+    import torch
 
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1): {exc}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available on this machine (use --device cpu)")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {device}: only cpu, cuda and mps are supported")
+    return device
+
+
+def _read_cameras(path: str) -> list:
+    """The cameras of a cameras.json (a list, or ``{"cameras": [...]}``); errors name the file."""
+    from .cameras import Camera
+    from .scene import read_json
+
+    data = read_json(Path(path), "cameras file")
+    entries = data.get("cameras") if isinstance(data, dict) else data
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: expected a non-empty list of cameras (or {{\"cameras\": [...]}}), got {entries!r:.80}")
+    if len(entries) > limits.MAX_CAMERAS:
+        raise ValueError(f"{path}: {len(entries)} cameras, more than the limit of {limits.MAX_CAMERAS}")
+    try:
+        if not all(isinstance(e, dict) for e in entries):
+            raise ValueError("every camera must be an object with name, K, width, height and a pose")
+        return [Camera.from_dict(e) for e in entries]
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+GENERATE_OUTPUTS = ("scene", "mp4", "preview.png")  # what write_result puts in --out
+
+
+def _generate(args: argparse.Namespace) -> None:
     import numpy as np
     from tqdm import tqdm
 
-    from .cameras import Camera
     from .cameras import one_view_per_cluster
+    from .fileio import output_dir
     from .pipeline import SyncMV4DPipeline, write_result
     from .scene import Scene
 
+    # every bound before anything is loaded, allocated or written
+    check_steps(args.steps, "--steps")
+    check_guidance(args.guidance, "--guidance")
+    if args.frames is not None:
+        check_num_frames(args.frames, what="--frames")
+    if args.text is not None:
+        check_text(args.text, "--text")
+    _check_device(args.device)
     if args.scene:
         scene = Scene.load(args.scene, load_depth=False)
         if args.views:
@@ -85,16 +155,28 @@ def _generate(args: argparse.Namespace) -> None:
             picks = one_view_per_cluster(scene.cameras, np.random.default_rng(args.seed))
         cameras = [scene.cameras[i] for i in picks]
         images = [scene.videos[i, 0] for i in picks]
-        text = args.text or scene.text
-        frames = args.frames or scene.num_frames
+        text = args.text if args.text is not None else scene.text
+        frames = args.frames if args.frames is not None else scene.num_frames
     else:
         if not (args.refs and args.cameras and args.text):
             raise ValueError("give --scene SCENE_DIR, or --refs IMG... with --cameras cameras.json and --text")
-        data = json.loads(open(args.cameras).read())
-        cameras = [Camera.from_dict(c) for c in (data["cameras"] if isinstance(data, dict) else data)]
+        cameras = _read_cameras(args.cameras)
+        if len(args.refs) != len(cameras):
+            raise ValueError(f"--refs gives {len(args.refs)} images for the {len(cameras)} cameras of {args.cameras} "
+                             "(one per camera, 'none' for a missing view)")
         images = [None if r == "none" else _read_image(r) for r in args.refs]
-        text, frames = args.text, args.frames or 9
-    pipe = SyncMV4DPipeline.from_checkpoint(args.checkpoint, args.device)
+        text, frames = args.text, args.frames if args.frames is not None else 9
+    check_num_frames(frames, what="--frames")
+    for cam in cameras:
+        check_image_size(cam.height, cam.width, f"camera {cam.name!r}")
+    with output_dir(args.out, overwrite=args.overwrite, known=GENERATE_OUTPUTS) as staging:
+        result = _run_pipeline(SyncMV4DPipeline.from_checkpoint(args.checkpoint, args.device), args, images,
+                               cameras, text, frames, tqdm)
+        write_result(result, staging)
+    print(args.out)
+
+
+def _run_pipeline(pipe, args, images, cameras, text, frames, tqdm):
     with tqdm(total=args.steps, desc="generate", unit="step") as bar:
         def progress(step: int, total: int) -> None:
             bar.total = total
@@ -103,7 +185,7 @@ def _generate(args: argparse.Namespace) -> None:
         result = pipe(images, cameras, text, num_frames=frames, num_steps=args.steps, guidance_scale=args.guidance,
                       seed=args.seed, callback=progress, use_dpa=not args.no_dpa, cycle=not args.no_cycle,
                       single_view=args.single_view)
-    print(write_result(result, args.out))
+    return result
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -118,6 +200,10 @@ def _train(args: argparse.Namespace) -> None:
 def _ablate(args: argparse.Namespace) -> None:
     from .evaluation.ablation import run_ablation
 
+    # checked here, before run_ablation writes the ground-truth copies
+    check_int(args.num_scenes, "--num-scenes", 1, 100_000)
+    check_steps(args.steps, "--steps")
+    check_guidance(args.guidance, "--guidance")
     run_ablation(args.checkpoint, args.scenes, args.out, num_scenes=args.num_scenes, num_steps=args.steps,
                  guidance_scale=args.guidance, seed=args.seed, video_only_checkpoint=args.video_only_checkpoint)
     print((Path(args.out) / "results.md").read_text())
@@ -152,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="task text (default with --scene: the scene's)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--checkpoint", help="checkpoint directory (default: the built-in tiny model)")
-    p.add_argument("--frames", type=int, help="frames to generate, 4n+1 (default: the scene's, else 9)")
+    p.add_argument("--frames", type=int, help=f"frames to generate, 4n+1 <= {limits.MAX_FRAMES} (default: the scene's, else 9)")
     p.add_argument("--steps", type=int, default=20, help="denoising steps")
     p.add_argument("--guidance", type=float, default=3.0, help="text classifier-free guidance scale")
     p.add_argument("--seed", type=int, default=0, help="random seed")
@@ -160,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-dpa", action="store_true", help="ablation: fuse MJD's decoded tracks without DPA")
     p.add_argument("--no-cycle", action="store_true", help="ablation: DPA does not guide MJD")
     p.add_argument("--single-view", action="store_true", help="ablation: generate each view on its own")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out written by generate (default: refuse a non-empty --out)")
     p.set_defaults(func=_generate)
 
     p = sub.add_parser("ablate", help="the Tab. 3 ablation (full, no cycle, no DPA, single-view + reference rows)")
@@ -172,6 +260,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=3.0, help="text classifier-free guidance scale")
     p.add_argument("--seed", type=int, default=0, help="view sampling and generation seed")
     p.set_defaults(func=_ablate)
+
+    def _action_classifier(args: argparse.Namespace) -> None:
+        from .evaluation.action_classifier import format_report, run_cli
+
+        print(format_report(run_cli(args.train, args.out, args.val, args.test, args.split, args.steps, args.seed)))
+
+    p = sub.add_parser("action-classifier", help="train / evaluate the action classifier on ground-truth 4D tracks")
+    p.add_argument("--train", help="ground-truth scenes to train on (syncmv4d synth output)")
+    p.add_argument("--out", help="weights directory (evaluation default: the shipped weights)")
+    p.add_argument("--val", help="scenes to report validation accuracy on after training")
+    p.add_argument("--test", action="append", default=[], help="scenes to report accuracy and confusion on (repeatable)")
+    p.add_argument("--split", choices=("train", "test"), help="train only on scenes of this meta split")
+    p.add_argument("--steps", type=int, default=1500, help="training steps")
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.set_defaults(func=_action_classifier)
 
     p = sub.add_parser("taco", help="convert a local TACO download into syncmv4d scenes")
     p.add_argument("--root", required=True, help="TACO root (Allocentric_RGB_Videos/, Hand_Poses/, ...)")
@@ -211,10 +314,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        logging.getLogger("syncmv4d").error("%s", exc)
+    except (ValueError, OSError) as exc:  # bad input, unreadable / unwritable files, a full disk
+        logging.getLogger("syncmv4d").error("%s", one_line(exc))
         return 2
     return 0
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc``'s message on one line (multi-line messages of imageio / torch are joined with '; ')."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ MAX_IMAGE_SIDE = 1280
 # Cameras (views) per scene / rig.
 MAX_CAMERAS = 64
 
+# Scenes per `syncmv4d synth` run.
+MAX_SCENES = 1_000_000
+
 # Tracked points K per scene.
 MAX_POINTS = 65536
 

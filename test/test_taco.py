@@ -264,7 +264,7 @@ def test_clip_frames_30_to_8_fps():
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="multiple of 32.*100"):
         TacoConfig(height=100)
-    with pytest.raises(ValueError, match="4n \\+ 1.*48"):
+    with pytest.raises(ValueError, match="4n\\+1.*48"):
         TacoConfig(num_frames=48)
 
 

@@ -30,6 +30,8 @@ from scipy.interpolate import PchipInterpolator
 from scipy.spatial.transform import Rotation
 
 from ..cameras import CLUSTERS, Camera
+from ..limits import (MAX_FRAMES, MAX_SCENES, TEMPORAL_COMPRESSION, check_fps, check_image_size, check_int,
+                      check_num_frames, check_points)
 from ..scene import HAND, TARGET, TOOL, Scene
 from .render import (
     SurfaceSamples, Table, render_views, sample_box, sample_capsule, sample_cylinder, sample_disk, sample_ellipsoid,
@@ -62,16 +64,15 @@ class SynthConfig:
     spacing_px: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.num_frames < 5 or (self.num_frames - 1) % 4 != 0:
-            raise ValueError(f"num_frames must be 4n+1 with n >= 1 (e.g. 9, 13, 49), got {self.num_frames}")
+        # bounds first (limits.py), so nothing is allocated for an absurd size
+        check_num_frames(self.num_frames, TEMPORAL_COMPRESSION, MAX_FRAMES, min_frames=5)
+        check_image_size(self.height, self.width)
         if self.height < 8 or self.width < 8:
             raise ValueError(f"image size must be at least 8x8 pixels, got {self.width}x{self.height}")
-        if self.num_points < 1:
-            raise ValueError(f"num_points must be positive, got {self.num_points}")
+        check_points(self.num_points)
+        check_fps(self.fps)
         if not 0 < self.spacing_px <= 1.5:
             raise ValueError(f"spacing_px must be in (0, 1.5], got {self.spacing_px}")
-        if self.fps <= 0:
-            raise ValueError(f"fps must be positive, got {self.fps}")
 
 
 # ====================================================================== vocabulary
@@ -720,8 +721,7 @@ def write_scenes(out: str | Path, num_scenes: int, seed: int = 0, config: SynthC
     Returns:
         The scene directories, in order.
     """
-    if num_scenes < 1:
-        raise ValueError(f"num_scenes must be positive, got {num_scenes}")
+    check_int(num_scenes, "num_scenes", 1, MAX_SCENES)
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
     config = config or SynthConfig()

@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,7 +47,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..cameras import CLUSTERS, Camera
-from ..fileio import load_pickle
+from ..fileio import atomic_write_json, load_pickle
+from ..limits import MAX_FRAMES, TEMPORAL_COMPRESSION, check_fps, check_image_size, check_num_frames, check_points
 from ..scene import HAND, TARGET, TOOL, Scene, read_json
 from .mano import ManoModel
 
@@ -105,14 +105,15 @@ class TacoConfig:
     skip_errors: bool = False
 
     def __post_init__(self) -> None:
+        check_image_size(self.height, self.width)
         for name in ("height", "width"):
             value = getattr(self, name)
             if value <= 0 or value % 32:
                 raise ValueError(f"{name} must be a positive multiple of 32, got {value}")
-        if self.num_frames < 1 or (self.num_frames - 1) % 4:
-            raise ValueError(f"num_frames must be 4n + 1 (e.g. 49), got {self.num_frames}")
-        if self.num_points < 1:
-            raise ValueError(f"num_points must be positive, got {self.num_points}")
+        check_num_frames(self.num_frames, TEMPORAL_COMPRESSION, MAX_FRAMES)
+        check_points(self.num_points)
+        check_fps(self.fps)
+        check_fps(self.source_fps, "source_fps")
         if not 0 < self.fps <= self.source_fps:
             raise ValueError(f"need 0 < fps <= source_fps, got fps={self.fps}, source_fps={self.source_fps}")
         if self.clip_stride is not None and self.clip_stride < 1:
@@ -548,12 +549,6 @@ def sequence_scenes(seq: TacoSequence, mano: dict[str, ManoModel], config: TacoC
 
 
 # ---------------------------------------------------------------------- whole data set
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 def convert_taco(
     root: str | Path,
     out: str | Path,
@@ -599,5 +594,5 @@ def convert_taco(
         "skipped": skipped,
     }
     out.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(out / "manifest.json", manifest)
+    atomic_write_json(out / "manifest.json", manifest)
     return manifest
