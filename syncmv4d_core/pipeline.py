@@ -171,8 +171,9 @@ class SyncMV4DPipeline:
                 step's clean estimate (None: the model's ``config["final_sigma"]``; 0: all steps).
         Returns:
             Scene with videos (V, F, H, W, 3) uint8, pseudo_videos (V, F, H, W, 3) uint8,
-            tracks_world (F, K, 3) metres, labels UNKNOWN, depth_ranges (V, 2) metres,
-            track_anchors (K, 3).
+            tracks_world (F, K, 3) metres, labels (K,) from DPA's label head with their probability
+            label_confidence (K,) (UNKNOWN and None for a DPA without one), depth_ranges (V, 2)
+            metres, track_anchors (K, 3).
         """
         self.check_inputs(images, cameras, text, num_frames, num_steps)
         if final_sigma is None:
@@ -217,7 +218,7 @@ class SyncMV4DPipeline:
 
         # 3. Denoising with the closed loop
         cams = [cameras]
-        track_state, guidance, coarse, mask, depth = None, None, None, None, None
+        track_state, guidance, coarse, mask, depth, label_logits = None, None, None, None, None, None
         total = total_steps or num_run
         for i in range(num_run):
             res = mjd_denoise_step(model.mjd, video_sched, motion_sched, i, video, motion, text_emb, uncond,
@@ -233,7 +234,7 @@ class SyncMV4DPipeline:
                     if track_state is None:
                         shape = (1, num_frames, model.config["num_tracks"], 3)
                         track_state = initial_track_state(coarse, mask, shape, generator)
-                    velocity, refined = refine_tracks(model, track_state, coarse, mask, sigma)  # M_bar (1, F, K, 3)
+                    velocity, refined, label_logits = refine_tracks(model, track_state, coarse, mask, sigma)
                     track_state = refined if last else euler_step(track_state, velocity, sigma, sigma_next)
                     guidance = encode_track_guidance(model, refined, depth, cams) if cycle else None
             if callback is not None:
@@ -253,16 +254,22 @@ class SyncMV4DPipeline:
                          track_anchors=np.zeros((0, 3), np.float32), meta=dict(meta, video_only=True))
         pseudo = to_uint8(model.decode_latents(motion)[0].cpu().numpy())
         depth_ranges = depth[0].cpu().numpy()
+        labels, confidence = None, None
         if track_state is not None:
             tracks = track_state[0].cpu().numpy().astype(np.float32)
+            if label_logits is not None:  # the labels of the last DPA evaluation
+                probs = label_logits[0].float().softmax(-1).cpu().numpy()  # (K, num_labels)
+                labels, confidence = probs.argmax(-1).astype(np.uint8), probs.max(-1).astype(np.float32)
         else:
             if use_dpa:
                 logger.warning("no coarse track was ever decoded; falling back to fusing the final per-view tracks")
             tracks, _ = fuse_coarse_tracks(coarse[0].cpu().numpy(), mask[0].cpu().numpy(), model.config["num_tracks"],
                                            rng=np.random.default_rng(seed))
-        return Scene(list(cameras), videos, tracks, np.full(tracks.shape[1], UNKNOWN, np.uint8), text, self.fps,
-                     pseudo_videos=pseudo, depth_ranges=depth_ranges, track_anchors=track_anchors(tracks, cameras),
-                     meta=meta)
+        if labels is None:
+            labels = np.full(tracks.shape[1], UNKNOWN, np.uint8)
+        return Scene(list(cameras), videos, tracks, labels, text, self.fps, pseudo_videos=pseudo,
+                     depth_ranges=depth_ranges, track_anchors=track_anchors(tracks, cameras),
+                     label_confidence=confidence, meta=meta)
 
     def _single_view(self, images, cameras, text, num_frames, num_steps, guidance_scale, seed, callback, use_dpa, cycle,
                      scheduler, flow_shift, final_sigma) -> Scene:
@@ -278,12 +285,14 @@ class SyncMV4DPipeline:
         pooled = np.concatenate([s.tracks_world for s in scenes], axis=1)
         keep = np.sort(np.random.default_rng(seed).choice(pooled.shape[1], self.model.config["num_tracks"], replace=False))
         tracks = pooled[:, keep]
+        labels = np.concatenate([s.labels for s in scenes])[keep]
+        confidence = (np.concatenate([s.label_confidence for s in scenes])[keep]
+                      if all(s.label_confidence is not None for s in scenes) else None)
         meta = dict(scenes[0].meta, single_view=True)
-        return Scene(list(cameras), np.concatenate([s.videos for s in scenes]), tracks,
-                     np.full(tracks.shape[1], UNKNOWN, np.uint8), text, self.fps,
+        return Scene(list(cameras), np.concatenate([s.videos for s in scenes]), tracks, labels, text, self.fps,
                      pseudo_videos=np.concatenate([s.pseudo_videos for s in scenes]),
                      depth_ranges=np.concatenate([s.depth_ranges for s in scenes]),
-                     track_anchors=track_anchors(tracks, cameras), meta=meta)
+                     track_anchors=track_anchors(tracks, cameras), label_confidence=confidence, meta=meta)
 
 
 def write_result(scene: Scene, out_dir: str | Path) -> Path:

@@ -255,3 +255,19 @@ def test_overfitting_a_small_set_beats_the_coarse_tracks(_one_thread):
     coarse_error = (coarse_source - tracks).norm(dim=-1).mean().item()
     assert loss_after < 0.25 * loss_before
     assert error_after < 0.85 * coarse_error
+
+
+def test_label_head_gives_per_track_logits_and_needs_num_labels():
+    model = _randomized_model(preset("tiny", num_labels=4))
+    noisy, coarse, t, mask = _inputs(5, f=3, k=32, kc=16)
+    with torch.no_grad():
+        velocity, logits = model(noisy, coarse, t, mask, return_labels=True)
+        assert torch.equal(velocity, model(noisy, coarse, t, mask))
+        perm = torch.randperm(32, generator=torch.Generator().manual_seed(0))
+        _, logits_perm = model(noisy[:, :, perm], coarse, t, mask, return_labels=True)
+    assert logits.shape == (2, 32, 4)
+    torch.testing.assert_close(logits_perm, logits[:, perm], atol=1e-5, rtol=1e-5)  # one label per track identity
+    with pytest.raises(ValueError, match="num_labels"):
+        DPA(preset("tiny"))(noisy, coarse, t, mask, return_labels=True)
+    with pytest.raises(ValueError, match="num_labels=-1"):
+        preset("tiny", num_labels=-1)

@@ -317,3 +317,33 @@ def test_sigma_data_passes_the_noise_through_the_skip():
     torch.testing.assert_close(out.video_velocity[:, 1], skip * video[:, 1])
     torch.testing.assert_close(out.video_velocity[:, 0, :, 1:], skip * video[:, 0, :, 1:])
     torch.testing.assert_close(out.video_velocity[:, 0, :, :1], -video[:, 0, :, :1])  # reference frame: t = 0
+
+
+def test_sample_prediction_turns_the_clean_estimate_into_a_velocity():
+    """prediction_type='sample': v = (x_t - x_0) / max(t, MIN_SAMPLE_T); with video_from_reference
+    a zero network output predicts the reference frame held still in views that have one."""
+    from syncmv4d_core.diffusion.flow import MIN_SAMPLE_T
+
+    cfg = preset("tiny", prediction_type="sample", video_from_reference=True)
+    torch.manual_seed(0)
+    model = MJDTransformer(cfg)
+    with torch.no_grad():
+        model.proj_out.weight.zero_(), model.proj_out.bias.zero_()
+        model.motion_proj_out.weight.zero_(), model.motion_proj_out.bias.zero_()
+    video, motion = torch.randn(1, 2, 48, 3, 4, 4), torch.randn(1, 2, 48, 3, 4, 4)
+    ref_mask = torch.tensor([[True, False]])
+    out = mjd_velocity(model, video, motion, torch.tensor([600.0]), torch.randn(1, 7, cfg.text_dim), ref_mask)
+    torch.testing.assert_close(out.motion_velocity, motion / 0.6)
+    torch.testing.assert_close(out.video_velocity[:, 0, :, 1:], (video[:, 0, :, 1:] - video[:, 0, :, :1]) / 0.6)
+    torch.testing.assert_close(out.video_velocity[:, 1], video[:, 1] / 0.6)  # no reference: x_0 = 0
+    tiny_t = mjd_velocity(model, video, motion, torch.tensor([1.0]), torch.randn(1, 7, cfg.text_dim), ref_mask)
+    torch.testing.assert_close(tiny_t.motion_velocity, motion / MIN_SAMPLE_T)  # t = 0.001 is clipped
+
+
+def test_prediction_type_is_validated():
+    with pytest.raises(ValueError, match="prediction_type='eps'"):
+        preset("tiny", prediction_type="eps")
+    with pytest.raises(ValueError, match="sigma_data"):
+        preset("tiny", prediction_type="sample", sigma_data=0.5)
+    with pytest.raises(ValueError, match="video_from_reference"):
+        preset("tiny", video_from_reference=True)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from syncmv4d_core.cameras import Camera
+from syncmv4d_core.scene import Scene
 from syncmv4d_core.data.dataset import collate_scenes
 from syncmv4d_core.data.synthetic import SynthConfig, generate_scene
 from syncmv4d_core.pipeline import SyncMV4DPipeline, fuse_coarse_tracks, track_anchors
@@ -194,3 +195,21 @@ def test_single_view_progress_counts_every_view_to_the_end(model, scene):
                             callback=lambda s, t: steps.append((s, t)))
     total = steps[-1][1]
     assert steps == [(s, total) for s in range(1, total + 1)] and total % 3 == 0 and total < 18
+
+
+def test_labels_come_from_the_dpa_label_head_and_are_saved(scene, tmp_path):
+    torch.manual_seed(0)
+    model = SyncMV4DModel.from_config({"num_tracks": 32, "dpa": {"preset": "tiny", "num_labels": 4},
+                                       "mjd": {"preset": "tiny", "prediction_type": "sample",
+                                               "video_from_reference": True}})
+    with torch.no_grad():  # a head that calls every track a tool (label 2) with probability ~0.9
+        model.dpa.label_head[1].weight.zero_()
+        model.dpa.label_head[1].bias.copy_(torch.tensor([0.0, 0.0, 3.0, 0.0]))
+    terms = compute_loss(model, _batch(scene), "joint", torch.Generator().manual_seed(0))
+    assert terms["dpa_label"] > 0 and torch.isfinite(terms["loss"])
+    out = SyncMV4DPipeline(model)([scene.videos[i, 0] for i in VIEWS], [scene.cameras[i] for i in VIEWS], scene.text,
+                                  num_frames=9, num_steps=3)
+    assert (out.labels == 2).all()
+    np.testing.assert_allclose(out.label_confidence, np.exp(3) / (np.exp(3) + 3), rtol=1e-5)
+    out.save(tmp_path / "scene")
+    np.testing.assert_array_equal(Scene.load(tmp_path / "scene").label_confidence, out.label_confidence)

@@ -82,10 +82,12 @@ def initial_track_state(coarse: Tensor, mask: Tensor, shape: tuple[int, int, int
 
 
 class Refinement(NamedTuple):
-    """DPA's velocity v (B, F, K, 3) metres per unit t and clean estimate M_bar = M_t - t v (metres)."""
+    """DPA's velocity v (B, F, K, 3) metres per unit t, clean estimate M_bar = M_t - t v (metres) and,
+    for a DPA with a label head, label logits (B, K, num_labels) (else None)."""
 
     velocity: Tensor
     tracks: Tensor
+    label_logits: Tensor | None
 
 
 def refine_tracks(model, track_state: Tensor, coarse: Tensor, mask: Tensor, sigma: Tensor) -> Refinement:
@@ -95,8 +97,11 @@ def refine_tracks(model, track_state: Tensor, coarse: Tensor, mask: Tensor, sigm
         track_state: (B, F, K, 3) M_t, metres; coarse (B, V, F, Kc, 3), mask (B, V, F, Kc);
         sigma: (B,) noise level t in [0, 1].
     """
-    velocity = model.dpa(track_state, coarse, model_timestep(sigma), mask)
-    return Refinement(velocity, estimate_x0(track_state, velocity, sigma))
+    if model.dpa.config.num_labels:
+        velocity, logits = model.dpa(track_state, coarse, model_timestep(sigma), mask, return_labels=True)
+    else:
+        velocity, logits = model.dpa(track_state, coarse, model_timestep(sigma), mask), None
+    return Refinement(velocity, estimate_x0(track_state, velocity, sigma), logits)
 
 
 @torch.no_grad()

@@ -87,31 +87,58 @@ def preconditioned_velocity(x_t: torch.Tensor, raw: torch.Tensor, t: torch.Tenso
     return c_skip * x_t + c_out * raw
 
 
+MIN_SAMPLE_T = 0.05
+"""Smallest noise level dividing an x_0 prediction into a velocity (JiT clips there too): below it
+the velocity is damped instead of amplifying the prediction error by 1 / t."""
+
+
+def sample_to_velocity(x_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """v = (x_t - x_0) / max(t, MIN_SAMPLE_T) for a predicted clean sample x_0 (t broadcastable)."""
+    return (x_t - x0) / t.to(x_t.dtype).clamp_min(MIN_SAMPLE_T)
+
+
 def mjd_velocity(mjd, video_latents: torch.Tensor, motion_latents: torch.Tensor | None, timestep: torch.Tensor,
                  text: torch.Tensor, ref_mask: torch.Tensor | None = None,
                  motion_guidance: torch.Tensor | None = None):
     """MJD's prediction as velocities: the one call site of the MJD network for sampling and training.
 
+    ``mjd.config`` says what the network output F means:
+
+    * ``prediction_type="velocity"``: F is v (with ``sigma_data`` set: a preconditioned residual,
+      ``v = c_skip x_t + c_out F``);
+    * ``prediction_type="sample"``: F is the clean latent x_0 (plus the reference latent repeated
+      over the latent frames where ``video_from_reference`` and the view has one), and
+      ``v = (x_t - x_0) / max(t, MIN_SAMPLE_T)``.
+
+    Frame 0 of a view with a reference image is at noise level 0.
+
     Args:
         mjd: an ``MJDTransformer``; the other arguments as its ``forward`` (timestep (B,) from
-            ``model_timestep``).
+            ``model_timestep``; video / motion latents (B, V, C, F', h, w)).
     Returns:
-        its ``MJDOutput`` with video / motion velocities (B, V, C, F', h, w); with
-        ``mjd.config.sigma_data`` set the network output is preconditioned here (frame 0 of a view
-        with a reference image is at noise level 0).
+        its ``MJDOutput`` with video / motion velocities (B, V, C, F', h, w).
     """
     out = mjd(video_latents, motion_latents, timestep, text, ref_mask, motion_guidance)
-    sigma_data = mjd.config.sigma_data
-    if sigma_data is None:
+    cfg = mjd.config
+    if cfg.sigma_data is None and cfg.prediction_type == "velocity":
         return out
     b, v, _, f = video_latents.shape[:4]
     t = (timestep / NUM_TRAIN_TIMESTEPS).view(b, 1, 1, 1, 1, 1)
     t_video = t.expand(b, v, 1, f, 1, 1).clone()
     if ref_mask is not None:
         t_video[:, :, :, 0] = torch.where(ref_mask.view(b, v, 1, 1, 1), 0.0, t_video[:, :, :, 0])
-    video_velocity = preconditioned_velocity(video_latents, out.video_velocity, t_video, sigma_data)
-    motion_velocity = None if out.motion_velocity is None else preconditioned_velocity(
-        motion_latents, out.motion_velocity, t, sigma_data)
+    if cfg.prediction_type == "sample":
+        video_x0 = out.video_velocity
+        if cfg.video_from_reference and ref_mask is not None:
+            keep = ref_mask.view(b, v, 1, 1, 1, 1).to(video_x0.dtype)
+            video_x0 = video_x0 + keep * video_latents[:, :, :, :1]  # frame 0 holds the reference latent
+        video_velocity = sample_to_velocity(video_latents, video_x0, t_video)
+        motion_velocity = None if out.motion_velocity is None else sample_to_velocity(
+            motion_latents, out.motion_velocity, t)
+    else:
+        video_velocity = preconditioned_velocity(video_latents, out.video_velocity, t_video, cfg.sigma_data)
+        motion_velocity = None if out.motion_velocity is None else preconditioned_velocity(
+            motion_latents, out.motion_velocity, t, cfg.sigma_data)
     return type(out)(video_velocity, motion_velocity, out.depth_range)
 
 
@@ -156,5 +183,6 @@ def mjd_loss(video_velocity: torch.Tensor, video_target: torch.Tensor, motion_ve
     return terms
 
 
-__all__ = ["NUM_TRAIN_TIMESTEPS", "model_timestep", "preconditioned_velocity", "mjd_velocity", "shift_timesteps", "sample_timesteps", "add_noise", "velocity_target",
+__all__ = ["NUM_TRAIN_TIMESTEPS", "MIN_SAMPLE_T", "model_timestep", "preconditioned_velocity", "sample_to_velocity",
+           "mjd_velocity", "shift_timesteps", "sample_timesteps", "add_noise", "velocity_target",
            "estimate_x0", "euler_step", "video_loss_mask", "mjd_loss"]

@@ -26,7 +26,8 @@ Data flow inside (B samples, F frames, K noisy tracks, V views, Kc coarse tracks
    block acts on the K noisy tracks as identities over F frames: *cross-attention to the coarse
    4D motion* (one query per noisy track, one key per coarse trajectory, so temporal context
    enters as whole trajectories), then temporal self-attention along each track, then an MLP.
-5. Head: adaLN-modulated LayerNorm -> Linear to a velocity (zero-initialised), times s.
+5. Head: adaLN-modulated LayerNorm -> Linear to a velocity (zero-initialised), times s; with
+   ``num_labels`` a label head (hand / tool / target) on the track features averaged over frames.
 
 Timestep conditioning: sinusoidal embedding of the timestep (``diffusion.flow.model_timestep``,
 as MJD's) -> MLP -> adaLN-Zero modulation of every
@@ -61,6 +62,7 @@ class DPAConfig(ConfigMixin):
     freq_dim: int = 64  # sinusoidal timestep features
     max_views: int = 8  # size of the learned view embedding table
     orders: tuple[str, ...] = ORDERS  # serialization orders cycled by consecutive blocks
+    num_labels: int = 0  # > 0: a head classifies each track (scene label codes 0..num_labels-1)
 
     def __post_init__(self) -> None:
         if len(self.channels) < 2 or len(self.depths) != len(self.channels):
@@ -73,6 +75,8 @@ class DPAConfig(ConfigMixin):
         unknown = [o for o in self.orders if o not in ORDERS]
         if unknown or not self.orders:
             raise ValueError(f"orders must be a non-empty subset of {ORDERS}, got {self.orders}")
+        if self.num_labels < 0:
+            raise ValueError(f"num_labels={self.num_labels} must be >= 0")
         if self.grid_size <= 0 or self.patch_size < 1:
             raise ValueError(f"grid_size={self.grid_size} and patch_size={self.patch_size} must be positive")
 
@@ -317,6 +321,8 @@ class DPA(nn.Module):
         self.norm_out = nn.LayerNorm(c0, elementwise_affine=False)
         self.modulation_out = _zero_linear(temb_dim, 2 * c0)
         self.proj_out = _zero_linear(c0, 3)
+        # 7. Track labels from the track features averaged over frames
+        self.label_head = nn.Sequential(nn.LayerNorm(c0), nn.Linear(c0, cfg.num_labels)) if cfg.num_labels else None
 
     def check_inputs(
         self, noisy_tracks: Tensor, coarse_tracks: Tensor, timestep: Tensor,
@@ -344,8 +350,9 @@ class DPA(nn.Module):
         coarse_tracks: Tensor,
         timestep: Tensor,
         coarse_mask: Tensor | None = None,
-    ) -> Tensor:
-        """Predict the rectified-flow velocity of the noisy tracks.
+        return_labels: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Predict the rectified-flow velocity of the noisy tracks (and their labels).
 
         Args:
             noisy_tracks: (B, F, K, 3) M_t, metres, world frame.
@@ -353,8 +360,11 @@ class DPA(nn.Module):
             timestep: (B,) ``model_timestep(t)`` of the noise level t in [0, 1] (as MJD).
             coarse_mask: (B, V, F, Kc) bool validity of the coarse points (None: all valid).
 
+            return_labels: also return label logits (needs ``config.num_labels > 0``).
+
         Returns:
-            (B, F, K, 3) velocity v, metres per unit t (M_bar = M_t - t v).
+            (B, F, K, 3) velocity v, metres per unit t (M_bar = M_t - t v); with ``return_labels``
+            also (B, K, num_labels) label logits.
         """
         coarse_mask = self.check_inputs(noisy_tracks, coarse_tracks, timestep, coarse_mask)
         b, f, k, _ = noisy_tracks.shape
@@ -412,7 +422,12 @@ class DPA(nn.Module):
         # 7. Head: velocity in normalised units, back to metres per unit t
         shift, scale_mod = self.modulation_out(temb)[:, None, None].chunk(2, dim=-1)
         velocity_n = self.proj_out(_modulate(self.norm_out(tracks), shift, scale_mod))  # (B, F, K, 3)
-        return velocity_n * scale[:, None, None, None]
+        velocity = velocity_n * scale[:, None, None, None]
+        if not return_labels:
+            return velocity
+        if self.label_head is None:
+            raise ValueError("return_labels needs a DPA with num_labels > 0")
+        return velocity, self.label_head(tracks.mean(1))  # (B, K, num_labels)
 
     def _union_point(
         self, noisy: Tensor, noisy_feat: Tensor, coarse: Tensor, coarse_feat: Tensor, coarse_mask: Tensor

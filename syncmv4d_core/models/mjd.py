@@ -52,6 +52,9 @@ logger = logging.getLogger(__name__)
 WAN_TRANSFORMER_SUBDIR = "transformer"
 
 
+PREDICTION_TYPES = ("velocity", "sample")
+
+
 @dataclass(frozen=True)
 class MJDConfig(ConfigMixin):
     """Architecture of an MJD transformer. The Wan fields mirror ``WanTransformer3DModel``'s config."""
@@ -81,6 +84,23 @@ class MJDConfig(ConfigMixin):
     # step and loss code, never inside forward): the noise reaches the output through the skip,
     # which a model whose token width is below the values per token cannot pass through its blocks.
     sigma_data: float | None = None
+    # What the network output means (turned into velocities by ``diffusion.flow.mjd_velocity``):
+    # "velocity" (Wan's v = eps - x_0) or "sample" (the clean latent x_0, JiT's x-prediction, which
+    # a transformer narrower than the values per token can learn where velocity prediction fails).
+    prediction_type: str = "velocity"
+    # With "sample": the video output is the change from the reference frame (x_0 = reference latent
+    # repeated over the latent frames + output) in views that have a reference, so a static
+    # background costs the network nothing.
+    video_from_reference: bool = False
+
+    def __post_init__(self) -> None:
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type={self.prediction_type!r} must be one of {PREDICTION_TYPES}")
+        if self.prediction_type == "sample" and self.sigma_data is not None:
+            raise ValueError("sigma_data (skip preconditioning of a velocity) and prediction_type='sample' exclude "
+                             "each other")
+        if self.video_from_reference and self.prediction_type != "sample":
+            raise ValueError("video_from_reference needs prediction_type='sample'")
 
     @property
     def inner_dim(self) -> int:

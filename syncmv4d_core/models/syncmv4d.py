@@ -39,6 +39,7 @@ DEFAULT_CONFIG: dict = {
     "ref_drop": 0.1,  # probability that a view's reference image is withheld (generate frame 0 too)
     "text_drop": 0.1,  # probability of the empty text (classifier-free guidance)
     "chamfer_weight": 1.0,  # Eq. 4 Chamfer weight
+    "label_weight": 0.1,  # weight of DPA's label cross-entropy (a DPA with num_labels > 0)
     # Sampling: stop at the first step whose next noise level is below this and return that step's
     # clean estimate (0: the full trajectory). For models that cannot remove fine noise (docs/results.md).
     "final_sigma": 0.0,

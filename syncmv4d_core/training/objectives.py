@@ -64,27 +64,35 @@ def stage_parameters(model: SyncMV4DModel, stage: str) -> list[nn.Parameter]:
     return params
 
 
-def _select_tracks(batch: dict, num_tracks: int, generator: torch.Generator) -> Tensor:
-    """(B, F, num_tracks, 3) random subsets of the ground-truth tracks seen in frame 0 of some view."""
+def _select_tracks(batch: dict, num_tracks: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Random subsets of the ground-truth tracks seen in frame 0 of some view: tracks
+    (B, F, num_tracks, 3) metres and their labels (B, num_tracks) int64."""
     tracks, visible = batch["tracks_world"], batch["anchor_visible"].any(1)  # (B, F, K, 3), (B, K)
-    rows = []
+    rows, labels = [], []
     for b in range(tracks.shape[0]):
         weights = visible[b].float() if visible[b].any() else torch.ones_like(visible[b], dtype=torch.float)
         idx = torch.multinomial(weights, num_tracks, replacement=int(weights.sum()) < num_tracks, generator=generator)
         rows.append(tracks[b][:, idx])
-    return torch.stack(rows)
+        labels.append(batch["labels"][b][idx])
+    return torch.stack(rows), torch.stack(labels)
 
 
-def _dpa_terms(model: SyncMV4DModel, gt: Tensor, noisy: Tensor, noise: Tensor, t: Tensor, scale: Tensor,
-               coarse: Tensor, mask: Tensor) -> dict[str, Tensor]:
-    """Eq. 4 on the samples that have a valid coarse point (zero terms when none has)."""
+def _dpa_terms(model: SyncMV4DModel, gt: Tensor, gt_labels: Tensor, noisy: Tensor, noise: Tensor, t: Tensor,
+               scale: Tensor, coarse: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    """Eq. 4 (+ the label cross-entropy for a DPA with a label head) on the samples that have a valid
+    coarse point (zero terms when none has)."""
     ok = mask.flatten(1).any(1)  # (B,)
+    labelled = bool(model.dpa.config.num_labels)
     if not bool(ok.any()):
         zero = gt.new_zeros(())
-        return {"dpa": zero, "dpa_velocity": zero, "dpa_chamfer": zero}
-    velocity = model.dpa(noisy[ok], coarse[ok], flow.model_timestep(t[ok]), mask[ok])
+        return {"dpa": zero, "dpa_velocity": zero, "dpa_chamfer": zero} | ({"dpa_label": zero} if labelled else {})
+    velocity, _, logits = refine_tracks(model, noisy[ok], coarse[ok], mask[ok], t[ok])
     terms = dpa_loss(velocity, noisy[ok], gt[ok], noise[ok], t[ok], scale[ok], model.config["chamfer_weight"])
-    return {"dpa": terms.total, "dpa_velocity": terms.velocity_mse, "dpa_chamfer": terms.chamfer}
+    out = {"dpa": terms.total, "dpa_velocity": terms.velocity_mse, "dpa_chamfer": terms.chamfer}
+    if labelled:
+        out["dpa_label"] = F.cross_entropy(logits.flatten(0, 1), gt_labels[ok].flatten())
+        out["dpa"] = out["dpa"] + model.config["label_weight"] * out["dpa_label"]
+    return out
 
 
 def _noisy_inputs(model: SyncMV4DModel, batch: dict, generator: torch.Generator) -> dict:
@@ -154,19 +162,19 @@ def _video_only_loss(model: SyncMV4DModel, inputs: dict) -> dict[str, Tensor]:
 
 def _dpa_warmup_loss(model: SyncMV4DModel, batch: dict, inputs: dict, generator: torch.Generator) -> dict[str, Tensor]:
     t = inputs["t"]
-    gt = _select_tracks(batch, model.config["num_tracks"], generator).to(model.device)
+    gt, gt_labels = (x.to(model.device) for x in _select_tracks(batch, model.config["num_tracks"], generator))
     noisy, noise, scale = _track_noise(gt, t, generator)
     degrade = torch.randn(inputs["motion_0"].shape, generator=generator).to(model.device)
     degraded = inputs["motion_0"] + (t / 2)[:, None, None, None, None, None] * degrade
     coarse, mask = decode_coarse_tracks(model, degraded, inputs["depth_ranges"], batch["cameras"])
-    terms = _dpa_terms(model, gt, noisy, noise, t, scale, coarse, mask)
+    terms = _dpa_terms(model, gt, gt_labels, noisy, noise, t, scale, coarse, mask)
     terms["loss"] = terms["dpa"]
     return terms
 
 
 def _joint_loss(model: SyncMV4DModel, batch: dict, inputs: dict, generator: torch.Generator) -> dict[str, Tensor]:
     t, cams, s_gt = inputs["t"], batch["cameras"], inputs["depth_ranges"]
-    gt = _select_tracks(batch, model.config["num_tracks"], generator).to(model.device)
+    gt, gt_labels = (x.to(model.device) for x in _select_tracks(batch, model.config["num_tracks"], generator))
     noisy, noise, scale = _track_noise(gt, t, generator)
     # Line 7-8: DPA (no grad) on Denorm & Dec(z_Mpv_t, s); Proj & Norm + encode -> guidance latent
     with torch.no_grad():
@@ -185,7 +193,7 @@ def _joint_loss(model: SyncMV4DModel, batch: dict, inputs: dict, generator: torc
     with torch.no_grad():
         motion_0 = flow.estimate_x0(inputs["motion_t"], out.motion_velocity, t)
         coarse, mask = decode_coarse_tracks(model, motion_0, read_depth_ranges(out.depth_range), cams)
-    dpa_terms = _dpa_terms(model, gt, noisy, noise, t, scale, coarse, mask)
+    dpa_terms = _dpa_terms(model, gt, gt_labels, noisy, noise, t, scale, coarse, mask)
     terms.update(dpa_terms)
     terms["mjd"] = terms["loss"]
     terms["loss"] = terms["mjd"] + dpa_terms["dpa"]  # Line 12
