@@ -82,6 +82,7 @@ StatusListener = Callable[[GenerationStatus, HOITracks | None], None]
 
 TERMINAL = (GenerationStatus.DONE, GenerationStatus.ERROR, GenerationStatus.REJECTED, GenerationStatus.CANCELED)
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?|mps")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def load_pipeline(checkpoint: str | None, device: str) -> Pipeline:
@@ -376,15 +377,16 @@ class GenerateNode(Node):
     # ------------------------------------------------------------------ inputs
     def _on_image(self, name: str, msg: Image) -> None:
         limit = self._param("max_image_bytes")
+        what = f"image of camera {name!r} stamped {time_to_seconds(msg.header.stamp):.6f}"
         if len(msg.data) > limit:
-            self._input_error(name, "image", f"image of camera {name!r} dropped: {len(msg.data)} bytes "
+            self._input_error(name, "image", f"{what} dropped: {len(msg.data)} bytes "
                                              f"({msg.width}x{msg.height} {msg.encoding}), more than "
                                              f"max_image_bytes = {limit}")
             return
         try:
             image_to_numpy(msg)  # validation only; pixels are converted when a task arrives
         except ValueError as exc:
-            self._input_error(name, "image", f"image of camera {name!r} dropped: {exc}")
+            self._input_error(name, "image", f"{what} dropped: {exc}")
             return
         with self._lock:
             self._sync.add(name, time_to_seconds(msg.header.stamp), msg)
@@ -395,7 +397,8 @@ class GenerateNode(Node):
             camera_info_to_K(msg)
             distortion_coefficients(msg.distortion_model, msg.d)
         except ValueError as exc:
-            self._input_error(name, "camera_info", f"CameraInfo of camera {name!r} dropped: {exc}")
+            self._input_error(name, "camera_info", f"CameraInfo of camera {name!r} stamped "
+                                                   f"{time_to_seconds(msg.header.stamp):.6f} dropped: {exc}")
             return
         with self._lock:
             self._infos[name] = msg
@@ -431,6 +434,8 @@ class GenerateNode(Node):
             raise ValueError("empty task text")
         if len(text) > max_length:
             raise ValueError(f"task text has {len(text)} characters, more than max_task_length = {max_length}")
+        if CONTROL_CHARACTERS.search(text):
+            raise ValueError("task text holds control characters (other than tab and newline)")
         with self._lock:
             synced, infos, errors = self._sync.latest, dict(self._infos), dict(self._input_errors)
             reason = self._no_set_reason(errors) if synced is None else ""

@@ -498,8 +498,8 @@ def test_an_oversized_image_is_reported(harness):
     h.wait_until(lambda: ("center", "image") in h.node._input_errors, "the node to see the 50 MB image")
     status = h.run_task("lift the cup")
     assert status.state == GenerationStatus.REJECTED
-    assert ("image of camera 'center' dropped: 50331648 bytes (4096x4096 rgb8), more than max_image_bytes = "
-            "40000000") in status.error
+    assert ("image of camera 'center' stamped 7.000000 dropped: 50331648 bytes (4096x4096 rgb8), more than "
+            "max_image_bytes = 40000000") in status.error
     assert_recovers(h)
 
 
@@ -641,31 +641,121 @@ def test_descriptors_describe_every_parameter(harness):
     assert node.set_parameters([Parameter("num_frames", value=NUM_FRAMES)])[0].successful
 
 
-def test_fuzzed_inputs_then_a_valid_task(harness):
+FUZZ_ENCODINGS = ["rgb8", "bgr8", "mono8", "rgba8", "bgra8", "16UC1", "32FC1", "yuv422", "", "RGB8"]
+CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
+
+
+def image_fault(msg: Image) -> str | None:
+    """What is wrong with an Image, worked out independently of the node (None: nothing)."""
+    if msg.encoding not in CHANNELS:
+        return f"unsupported image encoding {msg.encoding!r}"
+    if msg.width == 0 or msg.height == 0:
+        return "image size must be positive"
+    if msg.step < msg.width * CHANNELS[msg.encoding]:
+        return "is shorter than a row"
+    if len(msg.data) != msg.height * msg.step:
+        return "expected height x step"
+    return None
+
+
+def camera_info_fault(msg: CameraInfo) -> str | None:
+    """What is wrong with a CameraInfo, worked out independently of the node (None: nothing)."""
+    k = np.asarray(msg.k)
+    if not np.isfinite(k).all():
+        return "CameraInfo.k holds non-finite values"
+    if k[0] <= 0 or k[4] <= 0 or tuple(k[6:]) != (0.0, 0.0, 1.0):
+        return "CameraInfo.k is not a valid intrinsics matrix"
+    if msg.width == 0 or msg.height == 0:
+        return "CameraInfo image size must be positive"
+    return None
+
+
+def task_fault(text: str) -> str | None:
+    """The exact rejection a task text must get while a valid image set is held (None: accepted)."""
+    text = text.strip()
+    if not text:
+        return "empty task text"
+    if len(text) > 1000:
+        return f"task text has {len(text)} characters, more than max_task_length = 1000"
+    if re.search(r"[\x00-\x08\x0b-\x1f\x7f]", text):
+        return "task text holds control characters (other than tab and newline)"
+    return None
+
+
+def test_fuzzed_inputs_each_get_their_own_error(harness):
+    """540 malformed images, CameraInfos and tasks, each checked for its own outcome while a valid
+    image set and valid CameraInfos are held, then a valid task still runs.
+
+    Each input's expected error comes from an oracle in this test (``image_fault``,
+    ``camera_info_fault``, ``task_fault``), not from the node. Every input has its own stamp, so
+    the node's recorded error for it is identified by that stamp. Mutations of the node that
+    make this test fail:
+
+    - CameraInfo with NaN / inf / negative / zero focal lengths, a last row other than 0 0 1 or
+      a zero size accepted (no error naming that fault for that stamp, or the held valid
+      CameraInfo replaced by it);
+    - images with an unsupported encoding, a zero size, a step shorter than a row or a data
+      length other than height x step accepted (no error naming the fault for that stamp, or the
+      image entering the synchroniser);
+    - no empty / blank / too-long / control-character checks on the task text (the task would be
+      QUEUED, or REJECTED for another reason, instead of REJECTED with exactly its own message);
+    - a rejection naming the wrong cause (e.g. "no images received yet" while a set is held);
+    - a node that stops working after bad input (the last valid task must be DONE).
+    """
     h = harness
+    h.publish_valid_inputs(stamp=100.0)
+    valid_infos = {n: h.node._infos[n] for n in NAMES}
     rng = np.random.default_rng(1)
-    encodings = ["rgb8", "bgr8", "mono8", "rgba8", "bgra8", "16UC1", "32FC1", "yuv422", "", "RGB8"]
-    sent = 0
+    counts = {"image": 0, "camera_info": 0, "task": 0, "accepted": 0}
     for i in range(540):
         kind = i % 3
         name = NAMES[rng.integers(3)]
-        if kind == 0:  # malformed image: random sizes, steps, encodings and data lengths
+        stamp = 1000.0 + i  # unique: identifies this input's error
+        if kind == 0:  # random sizes, steps, encodings and data lengths
             msg = Image(height=int(rng.integers(0, 40)), width=int(rng.integers(0, 40)),
-                        encoding=encodings[rng.integers(len(encodings))], step=int(rng.integers(0, 200)),
+                        encoding=FUZZ_ENCODINGS[rng.integers(len(FUZZ_ENCODINGS))], step=int(rng.integers(0, 200)),
                         data=rng.integers(0, 256, int(rng.integers(0, 3000)), dtype=np.uint8).tobytes())
-            msg.header.stamp = seconds_to_time(float(rng.uniform(0, 1e6)))
+            msg.header.stamp = seconds_to_time(stamp)
+            fault = image_fault(msg)
+            tag = f"image of camera {name!r} stamped {stamp:.6f} dropped: "
             h.image_pubs[name].publish(msg)
-        elif kind == 1:  # malformed CameraInfo: zeros, NaN, infinities, negative focal lengths
-            k = rng.choice([0.0, math.nan, math.inf, -50.0, 1.0], size=9).tolist()
-            h.info_pubs[name].publish(CameraInfo(width=int(rng.integers(0, 3)), height=int(rng.integers(0, 3)), k=k))
-        else:  # malformed tasks: empty, blank, oversized, control characters
-            text = ["", " ", "\x00\x01", "y" * int(rng.integers(1001, 20000))][i % 4]
+            if fault is None:  # a well-formed image: it must reach the synchroniser
+                h.wait_until(lambda: h.node._sync.last_stamps.get(name) == stamp, f"valid image {i} accepted")
+                counts["accepted"] += 1
+                continue
+            h.wait_until(lambda: h.node._input_errors.get((name, "image"), "").startswith(tag), f"error of image {i}")
+            assert fault in h.node._input_errors[(name, "image")], (fault, h.node._input_errors[(name, "image")])
+            assert h.node._sync.last_stamps.get(name) != stamp  # never entered the synchroniser
+            counts["image"] += 1
+        elif kind == 1:  # zeros, NaN, infinities, negative focal lengths, sizes 0..2
+            msg = CameraInfo(width=int(rng.integers(0, 3)), height=int(rng.integers(0, 3)),
+                             k=rng.choice([0.0, math.nan, math.inf, -50.0, 1.0], size=9).tolist())
+            msg.header.stamp = seconds_to_time(stamp)
+            fault = camera_info_fault(msg)
+            h.info_pubs[name].publish(msg)
+            if fault is None:  # well-formed: taken; the valid one is restored after the check
+                h.wait_until(lambda: h.node._infos[name].header.stamp == msg.header.stamp, f"CameraInfo {i} taken")
+                h.info_pubs[name].publish(valid_infos[name])
+                h.wait_until(lambda: h.node._infos[name] == valid_infos[name], "the valid CameraInfo back")
+                counts["accepted"] += 1
+                continue
+            tag = f"CameraInfo of camera {name!r} stamped {stamp:.6f} dropped: "
+            h.wait_until(lambda: h.node._input_errors.get((name, "camera_info"), "").startswith(tag),
+                         f"error of CameraInfo {i}")
+            assert fault in h.node._input_errors[(name, "camera_info")]
+            assert h.node._infos[name] == valid_infos[name]  # the held valid CameraInfo stays
+            counts["camera_info"] += 1
+        else:  # empty, blank, oversized, control characters (not NUL: ROS strings end there)
+            text = ["", " \t\n ", "lift\x1b[2J the\x01 cup", "y" * int(rng.integers(1001, 20000))][i % 4]
             # Waiting for each answer paces the flood: beyond the subscription depth DDS drops.
-            assert h.run_task(text).state == GenerationStatus.REJECTED
-        sent += 1
-    assert sent >= 500 and len(h.terminal()) == 180
-    assert {kind for _, kind in h.node._input_errors} == {"image", "camera_info"}
-    assert_recovers(h)
+            status = h.run_task(text)
+            assert (status.state, status.error) == (GenerationStatus.REJECTED, task_fault(text))
+            counts["task"] += 1
+    assert counts["image"] >= 170 and counts["camera_info"] >= 170 and counts["task"] == 180, counts
+    assert not any(s.state in (GenerationStatus.QUEUED, GenerationStatus.RUNNING) for s in h.statuses)
+    # The valid set is still held and used: the next valid task runs.
+    status = h.run_task("pour the water into the glass")
+    assert status.state == GenerationStatus.DONE, status.error
 
 
 def test_shutdown_ends_a_running_generation_with_a_terminal_status(context, checkpoint):
