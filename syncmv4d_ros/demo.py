@@ -16,12 +16,15 @@
    ``params.yaml``        the node's parameters (cameras, checkpoint, steps, frames, seed)
    ``node.log``           the node's console output
    ``tracks.npz``         tracks (F, K, 3) float32 metres in the world frame, labels (K,),
-                          request_id, task, frame_rate (frames per second), camera_names
+                          request_id, task, frame_rate (frames per second), camera_names; per
+                          labelled rigid object ``poses_<tool|target>`` (F, 4, 4) world_T_object
+                          and ``pose_residual_<...>`` (F,) metres (syncmv4d_core.poses)
    ``tracks.png``         the trajectories in 3D and seen from above
    ``videos/<cam>.mp4``   the generated view of each camera (H.264, yuv420p)
    ``status_log.csv``     every GenerationStatus: time (s since the task was sent), state,
                           request id, step, total steps, progress, error
-   ``run.mcap``           all topics of the run
+   ``run.mcap``           all topics of the run, each channel with its publishers' QoS in
+                          ``offered_qos_profiles`` metadata (as rosbag2 writes it)
    =====================  =====================================================================
 
 Exit status: 0 on success; 1 with a message on stderr when the node fails, reports an error,
@@ -47,29 +50,38 @@ import yaml
 from mcap.writer import Writer
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from geometry_msgs.msg import PoseArray
+from rclpy.duration import Duration
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
 from syncmv4d_core.cameras import Camera, one_view_per_cluster
 from syncmv4d_core.data.synthetic import SynthConfig, generate_scene
-from syncmv4d_core.scene import LABEL_NAMES, UNKNOWN, Scene, write_preview_video
+from syncmv4d_core.poses import RIGID_LABELS, object_poses
+from syncmv4d_core.scene import LABEL_NAMES, write_preview_video
 from syncmv4d_core.visualize import plot_trajectories
+from syncmv4d_ros import topics
 from syncmv4d_ros.conversions import camera_to_camera_info, image_to_rgb, numpy_to_image, tracks_from_msg
+from syncmv4d_ros.topics import absolute
 from syncmv4d_ros.msg import GenerationStatus, HOITracks, HOIVideo
 
-NUM_FRAMES, IMAGE_SIZE = 9, 64  # the built-in tiny model's training clip: 9 frames at 64 x 64 pixelsWORLD_FRAME = "world"
-TASK_TOPIC, STATUS_TOPIC, TRACKS_TOPIC = "/hoi_task", "/hoi_status", "/hoi_tracks"
-VIDEOS_TOPIC, CLOUD_TOPIC, MARKERS_TOPIC = "/hoi_videos", "/hoi_tracks/cloud", "/hoi_tracks/markers"
+NUM_FRAMES, IMAGE_SIZE = 9, 64  # the built-in tiny model's training clip: 9 frames at 64 x 64 pixels
+WORLD_FRAME = "world"
+# The node's topics (syncmv4d_ros.topics, relative) as seen from the root namespace, where the demo runs.
+TASK_TOPIC, STATUS_TOPIC, TRACKS_TOPIC = (absolute(t) for t in (topics.TASK, topics.STATUS, topics.TRACKS))
+VIDEOS_TOPIC, CLOUD_TOPIC, MARKERS_TOPIC = (absolute(t) for t in (topics.VIDEOS, topics.CLOUD, topics.MARKERS))
+POSES_TOPICS = {label: absolute(f"{topics.POSES}/{LABEL_NAMES[label]}") for label in RIGID_LABELS}
 RIG_RATE_HZ = 5.0  # image sets per second: "a few Hz", like a slow camera driver
 TASK_RETRY_S = 1.0  # a task that was rejected (e.g. no image set yet) or not answered is sent again after this
 MAX_DISTANCE_M = 5.0  # generated points farther than this from the world origin are implausible for a table scene
 STOP_TIMEOUT_S = 20.0  # seconds the node gets to exit after SIGINT
 STATE_NAMES = {GenerationStatus.IDLE: "IDLE", GenerationStatus.QUEUED: "QUEUED", GenerationStatus.RUNNING: "RUNNING",
-               GenerationStatus.DONE: "DONE", GenerationStatus.ERROR: "ERROR", GenerationStatus.REJECTED: "REJECTED"}
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-STATUS_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+               GenerationStatus.DONE: "DONE", GenerationStatus.ERROR: "ERROR", GenerationStatus.REJECTED: "REJECTED",
+               GenerationStatus.CANCELED: "CANCELED"}
+LATCHED, STATUS_QOS = topics.LATCHED, topics.STATUS_QOS
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
@@ -79,28 +91,29 @@ class DemoError(RuntimeError):
 
 # ---------------------------------------------------------------------- scene and node parameters
 def image_topic(name: str) -> str:
-    return f"/cameras/{name}/image_raw"
+    """The image topic of camera ``name`` (the node's default, in the root namespace)."""
+    return absolute(topics.image_topic(name))
 
 
 def camera_info_topic(name: str) -> str:
-    return f"/cameras/{name}/camera_info"
+    """The CameraInfo topic of camera ``name`` (the node's default, in the root namespace)."""
+    return absolute(topics.camera_info_topic(name))
 
 
 def node_parameters(cameras: list[Camera], checkpoint: str, num_steps: int, seed: int) -> dict:
     """The node's params-file content (``/**: ros__parameters: ...``) for ``cameras``.
 
     Poses are the cameras' world_T_cam as xyz (metres) + quat_wxyz, floats as the node requires.
+    Topic names are left to the node's defaults (``syncmv4d_ros.topics``).
     """
     cams = {}
     for cam in cameras:
         pose = cam.to_dict()
-        cams[cam.name] = {"image_topic": image_topic(cam.name), "camera_info_topic": camera_info_topic(cam.name),
-                          "xyz": [float(v) for v in pose["xyz"]], "quat_wxyz": [float(v) for v in pose["quat_wxyz"]],
+        cams[cam.name] = {"xyz": [float(v) for v in pose["xyz"]], "quat_wxyz": [float(v) for v in pose["quat_wxyz"]],
                           "cluster": cam.cluster}
     params = {"camera_names": [cam.name for cam in cameras], "cameras": cams, "world_frame": WORLD_FRAME,
               "checkpoint": checkpoint, "num_steps": num_steps, "num_frames": NUM_FRAMES, "guidance_scale": 3.0,
-              "seed": seed, "task_topic": TASK_TOPIC, "status_topic": STATUS_TOPIC, "tracks_topic": TRACKS_TOPIC,
-              "videos_topic": VIDEOS_TOPIC, "cloud_topic": CLOUD_TOPIC, "markers_topic": MARKERS_TOPIC}
+              "seed": seed, "model_width": IMAGE_SIZE, "model_height": IMAGE_SIZE}
     return {"/**": {"ros__parameters": params}}
 
 
@@ -169,37 +182,90 @@ def message_definition(type_name: str, prefixes: list[Path] | None = None) -> st
     return "\n".join(parts) + "\n"
 
 
+_INFINITE_NS = 2**63 - 1  # rmw's "infinite" duration as rclpy reports it
+_RMW_INFINITE = {"sec": 2147483647, "nsec": 4294967295}  # ... and as rosbag2 writes it
+
+
+def _duration_to_yaml(duration: Duration) -> dict:
+    ns = duration.nanoseconds
+    if ns >= _INFINITE_NS or ns < 0:
+        return dict(_RMW_INFINITE)
+    return {"sec": ns // 1_000_000_000, "nsec": ns % 1_000_000_000}
+
+
+def _duration_from_yaml(data: dict) -> Duration:
+    if data == _RMW_INFINITE:
+        return Duration(nanoseconds=_INFINITE_NS)
+    return Duration(seconds=int(data["sec"]), nanoseconds=int(data["nsec"]))
+
+
+def qos_to_metadata(profiles: list[QoSProfile]) -> str:
+    """rosbag2's ``offered_qos_profiles`` channel metadata: a YAML list of QoS profiles (policies
+    as rmw enum integers, durations as sec / nsec)."""
+    return yaml.safe_dump([{
+        "history": int(p.history), "depth": int(p.depth), "reliability": int(p.reliability),
+        "durability": int(p.durability), "deadline": _duration_to_yaml(p.deadline),
+        "lifespan": _duration_to_yaml(p.lifespan), "liveliness": int(p.liveliness),
+        "liveliness_lease_duration": _duration_to_yaml(p.liveliness_lease_duration),
+        "avoid_ros_namespace_conventions": bool(p.avoid_ros_namespace_conventions)} for p in profiles],
+        sort_keys=False)
+
+
+def qos_from_metadata(text: str) -> list[QoSProfile]:
+    """The QoS profiles of an ``offered_qos_profiles`` metadata entry (what a replay offers)."""
+    profiles = []
+    for p in yaml.safe_load(text) or []:
+        profiles.append(QoSProfile(
+            history=HistoryPolicy(p["history"]), depth=p["depth"], reliability=ReliabilityPolicy(p["reliability"]),
+            durability=DurabilityPolicy(p["durability"]), deadline=_duration_from_yaml(p["deadline"]),
+            lifespan=_duration_from_yaml(p["lifespan"]), liveliness=LivelinessPolicy(p["liveliness"]),
+            liveliness_lease_duration=_duration_from_yaml(p["liveliness_lease_duration"]),
+            avoid_ros_namespace_conventions=p["avoid_ros_namespace_conventions"]))
+    return profiles
+
+
 class McapRecorder(Node):
-    """Records topics into an MCAP file as ROS 2 does (profile ros2, CDR, ros2msg schemas).
+    """Records topics into an MCAP file as ROS 2 does (profile ros2, CDR, ros2msg schemas, and
+    the publishers' offered QoS in each channel's ``offered_qos_profiles`` metadata, so a replay
+    can offer the same: ``/hoi_tracks`` stays latched).
 
     Subscriptions are raw: the serialized CDR bytes as received are written, so any message
-    type, including this package's own, is recorded without converting it.
+    type, including this package's own, is recorded without converting it. A channel is
+    registered at its first message, when its publishers (and their QoS) are known.
     """
 
-    def __init__(self, path: str | Path, topics: list[tuple[str, type, QoSProfile]], **node_kwargs) -> None:
+    def __init__(self, path: str | Path, recorded: list[tuple[str, type, QoSProfile]], **node_kwargs) -> None:
         """
         Args:
             path: the MCAP file to write.
-            topics: (topic, message class, QoS of the subscription) per recorded topic.
+            recorded: (topic, message class, QoS of the subscription) per recorded topic.
         """
         super().__init__("syncmv4d_demo_recorder", **node_kwargs)
-        self.counts: dict[str, int] = {topic: 0 for topic, _, _ in topics}
+        self.counts: dict[str, int] = {topic: 0 for topic, _, _ in recorded}
         self._file = open(path, "wb")
         self._writer = Writer(self._file)
         self._writer.start(profile="ros2", library="syncmv4d-demo")
-        schemas: dict[type, int] = {}
-        for topic, msg_type, qos in topics:
-            if msg_type not in schemas:
-                name = message_type_name(msg_type)
-                schemas[msg_type] = self._writer.register_schema(name=name, encoding="ros2msg",
-                                                                 data=message_definition(name).encode())
-            channel = self._writer.register_channel(topic=topic, message_encoding="cdr", schema_id=schemas[msg_type])
-            self.create_subscription(msg_type, topic, lambda data, t=topic, c=channel: self._record(t, c, data), qos,
+        self._schemas: dict[type, int] = {}
+        self._channels: dict[str, int] = {}
+        for topic, msg_type, qos in recorded:
+            self.create_subscription(msg_type, topic, lambda data, t=topic, m=msg_type: self._record(t, m, data), qos,
                                      raw=True)
 
-    def _record(self, topic: str, channel: int, data: bytes) -> None:
+    def _channel(self, topic: str, msg_type: type) -> int:
+        if topic not in self._channels:
+            if msg_type not in self._schemas:
+                name = message_type_name(msg_type)
+                self._schemas[msg_type] = self._writer.register_schema(name=name, encoding="ros2msg",
+                                                                       data=message_definition(name).encode())
+            offered = [info.qos_profile for info in self.get_publishers_info_by_topic(topic)]
+            self._channels[topic] = self._writer.register_channel(
+                topic=topic, message_encoding="cdr", schema_id=self._schemas[msg_type],
+                metadata={"offered_qos_profiles": qos_to_metadata(offered)})
+        return self._channels[topic]
+
+    def _record(self, topic: str, msg_type: type, data: bytes) -> None:
         now = time.time_ns()
-        self._writer.add_message(channel_id=channel, log_time=now, publish_time=now, data=data,
+        self._writer.add_message(channel_id=self._channel(topic, msg_type), log_time=now, publish_time=now, data=data,
                                  sequence=self.counts[topic])
         self.counts[topic] += 1
 
@@ -406,12 +472,13 @@ def run(out: Path, checkpoint: str = "", seed: int = 0, num_steps: int = 20, tim
     context = rclpy.Context()
     rclpy.init(context=context)
     executor = SingleThreadedExecutor(context=context)
-    topics = [(image_topic(c.name), Image, qos_profile_sensor_data) for c in cameras]
-    topics += [(camera_info_topic(c.name), CameraInfo, qos_profile_sensor_data) for c in cameras]
-    topics += [(TASK_TOPIC, String, RELIABLE), (STATUS_TOPIC, GenerationStatus, STATUS_QOS),
-               (TRACKS_TOPIC, HOITracks, LATCHED), (VIDEOS_TOPIC, HOIVideo, RELIABLE),
-               (CLOUD_TOPIC, PointCloud2, RELIABLE), (MARKERS_TOPIC, MarkerArray, LATCHED)]
-    recorder = McapRecorder(out / "run.mcap", topics, context=context)
+    recorded = [(image_topic(c.name), Image, qos_profile_sensor_data) for c in cameras]
+    recorded += [(camera_info_topic(c.name), CameraInfo, qos_profile_sensor_data) for c in cameras]
+    recorded += [(TASK_TOPIC, String, RELIABLE), (STATUS_TOPIC, GenerationStatus, STATUS_QOS),
+                 (TRACKS_TOPIC, HOITracks, LATCHED), (VIDEOS_TOPIC, HOIVideo, RELIABLE),
+                 (CLOUD_TOPIC, PointCloud2, RELIABLE), (MARKERS_TOPIC, MarkerArray, LATCHED)]
+    recorded += [(topic, PoseArray, LATCHED) for topic in POSES_TOPICS.values()]
+    recorder = McapRecorder(out / "run.mcap", recorded, context=context)
     rig = CameraRig(cameras, images, context=context)
     planner = Planner(scene.text, context=context)
     for node in (recorder, rig, planner):
@@ -424,7 +491,9 @@ def run(out: Path, checkpoint: str = "", seed: int = 0, num_steps: int = 20, tim
         def complete() -> bool:
             return (result.tracks is not None and len(result.videos) == len(cameras)
                     and planner.terminal_status() is not None
-                    and recorder.counts[CLOUD_TOPIC] > 0 and recorder.counts[MARKERS_TOPIC] > 0)
+                    and recorder.counts[CLOUD_TOPIC] > 0 and recorder.counts[MARKERS_TOPIC] > 0
+                    and recorder.counts[TRACKS_TOPIC] > 0 and recorder.counts[VIDEOS_TOPIC] >= len(cameras)
+                    and all(recorder.counts[topic] > 0 for topic in POSES_TOPICS.values()))
 
         while not complete():
             if process.poll() is not None:
@@ -467,8 +536,13 @@ def run(out: Path, checkpoint: str = "", seed: int = 0, num_steps: int = 20, tim
     # 4. Outputs.
     outputs = {"params": params_file, "node_log": node_log, "mcap": out / "run.mcap"}
     outputs["tracks"] = out / "tracks.npz"
+    # Per-object pose trajectories from the labelled tracks (none while the model labels nothing).
+    poses = {}
+    for label, trajectory in object_poses(tracks, labels).items():
+        poses[f"poses_{trajectory.name}"] = trajectory.poses
+        poses[f"pose_residual_{trajectory.name}"] = trajectory.residual
     np.savez(outputs["tracks"], tracks=tracks, labels=labels, request_id=result.request_id, task=scene.text,
-             frame_rate=result.tracks.frame_rate, camera_names=np.array(list(result.tracks.camera_names)))
+             frame_rate=result.tracks.frame_rate, camera_names=np.array(list(result.tracks.camera_names)), **poses)
     outputs["plot"] = plot_trajectories(tracks, labels, out / "tracks.png", scene.text)
     for cam in cameras:
         video = result.videos[cam.name]

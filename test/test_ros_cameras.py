@@ -31,7 +31,7 @@ from syncmv4d_ros.conversions import tracks_from_msg
 from syncmv4d_ros.msg import GenerationStatus, HOITracks, HOIVideo
 from syncmv4d_ros.preprocess import crop_window
 
-DOMAIN_ID = 73  # this module's own DDS domain
+DOMAIN_ID = 74  # this module's own DDS domain
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT, FOCAL = 640, 480, 600.0
 RATE_HZ = 20.0
