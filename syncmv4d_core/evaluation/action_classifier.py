@@ -353,7 +353,8 @@ def action_accuracy(items: list, texts: list[str], model: ActionClassifier | Non
 
 def swapped_text(meta: dict, rng: np.random.Generator) -> str:
     """A task text of another action of the vocabulary that takes the scene's tool (and its target
-    when that action needs one, else one of the action's own targets), for "same scene, text swapped"."""
+    when that action takes it, else another of the action's targets), for "same scene, text swapped".
+    A tool only one action uses (knife, hammer, brush, ruler) gets another action with its first tool."""
     tool, target = meta["tool"], meta.get("target")
     options = [a for a, (_, tools, _) in ACTIONS.items() if a != meta["action"] and tool in tools]
     if not options:
@@ -363,7 +364,10 @@ def swapped_text(meta: dict, rng: np.random.Generator) -> str:
     tool = tool if tool in tools else tools[0]
     if not targets:
         return describe(action, tool, None)
-    return describe(action, tool, target if target in targets else targets[rng.integers(len(targets))])
+    if target in targets and target != tool:
+        return describe(action, tool, target)
+    choices = [t for t in targets if t != tool] or list(targets)
+    return describe(action, tool, choices[rng.integers(len(choices))])
 
 
 def text_swap_scores(own: list, own_texts: list[str], swapped: list, swapped_texts: list[str],
@@ -439,3 +443,51 @@ def format_report(info: dict) -> str:
         for name, row in rep["no_labels"]["confusion"].items():
             lines.append(f"    {name:8s} " + ", ".join(f"{k} {v}" for k, v in sorted(row.items(), key=lambda kv: -kv[1])))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------- text control end to end
+def run_text_control(checkpoint: str | Path | None, scene_root: str | Path, out_dir: str | Path, num_scenes: int = 12,
+                     num_steps: int = 20, guidance_scale: float = 3.0, seed: int = 0,
+                     classifier: ActionClassifier | None = None) -> dict:
+    """Generate every scene with its own text and with a swapped text, and score both with the classifier.
+
+    For the first ``num_scenes`` scenes of ``scene_root`` (one view per cluster, chosen with
+    ``seed`` as ``ablation.run_ablation`` does): the frame-0 images and cameras are generated once
+    with the scene's text (``out_dir/own/<scene>``) and once with ``swapped_text`` of its meta
+    (``out_dir/swapped/<scene>``); the views are saved under ``out_dir/gt``. Generated scenes already
+    there are kept (an interrupted run continues).
+
+    Returns:
+        ``text_swap_scores`` plus "texts": {scene: (own text, swapped text)}; also written to
+        ``out_dir/text_control.json``.
+    """
+    from ..cameras import one_view_per_cluster
+    from ..data.dataset import find_scenes
+    from ..pipeline import SyncMV4DPipeline
+    from .evaluate import json_ready
+
+    out_dir = Path(out_dir)
+    scenes = find_scenes(scene_root)[:num_scenes]
+    if not scenes:
+        raise ValueError(f"no scenes under {scene_root}")
+    pipe = SyncMV4DPipeline.from_checkpoint(checkpoint)
+    rng, text_rng = np.random.default_rng(seed), np.random.default_rng(seed + 1)
+    own, swapped, texts = [], [], {}
+    for directory in scenes:
+        gt = Scene.load(directory, load_depth=False)
+        gt = gt.select_views(one_view_per_cluster(gt.cameras, rng))
+        name = directory.name
+        gt.save(out_dir / "gt" / name)
+        other = swapped_text(gt.meta, text_rng)
+        texts[name] = (gt.text, other)
+        for row, text in (("own", gt.text), ("swapped", other)):
+            path = out_dir / row / name
+            if not (path / "scene.json").is_file():
+                result = pipe([v[0] for v in gt.videos], gt.cameras, text, num_frames=gt.num_frames, num_steps=num_steps,
+                              guidance_scale=guidance_scale, seed=seed)
+                result.save(path)
+            (own if row == "own" else swapped).append(path)
+    scores = text_swap_scores(own, [t for t, _ in texts.values()], swapped, [t for _, t in texts.values()], classifier)
+    scores["texts"] = texts
+    (out_dir / "text_control.json").write_text(json.dumps(json_ready(scores), indent=1))
+    return scores
