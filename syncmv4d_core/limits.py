@@ -42,6 +42,9 @@ MAX_GUIDANCE = 100.0
 # Frame rate, frames per second.
 MAX_FPS = 1000.0
 
+# Parameters of one network (MJD or DPA) built from a model config: 4x Wan2.2 TI2V-5B's transformer.
+MAX_MODEL_PARAMETERS = 20_000_000_000
+
 # Names that become file or directory names (camera names, scene names): letters, digits, '_',
 # '-', '.', starting with a letter or digit (so never '.', '..', a hidden file or an option).
 MAX_NAME_CHARS = 64

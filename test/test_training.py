@@ -84,8 +84,12 @@ def _objective_module() -> types.ModuleType:
 
 @pytest.fixture
 def objective(monkeypatch) -> types.ModuleType:
+    import syncmv4d_core.training
+
     module = _objective_module()
     monkeypatch.setitem(sys.modules, "syncmv4d_core.training.objectives", module)
+    # ``from . import objectives`` reads the package attribute once the real module was imported
+    monkeypatch.setattr(syncmv4d_core.training, "objectives", module, raising=False)
     return module
 
 
@@ -115,6 +119,18 @@ def make_config(data: Path, out: Path, **changes) -> TrainConfig:
 def loss_rows(out: Path) -> list[dict]:
     return [{k: r[k] for k in ("step", "stage", *LOSS_COLUMNS, "depth", "motion") if k in r}
             for r in read_log(out / "log.csv")]
+
+
+@pytest.fixture
+def one_thread():
+    """Resume equality is exact only with a fixed intra-op thread count: with 2 threads the
+    reductions' order varies and two runs differ by up to 4e-6 relative. The resume tests run
+    on one thread (and their subprocesses with OMP_NUM_THREADS=1) so ``assert_same_curves`` can
+    keep its 1e-6."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def assert_same_curves(a: list[dict], b: list[dict]) -> None:
@@ -160,6 +176,39 @@ def test_bad_configs_raise_clear_errors(objective, tmp_path, data):
     with pytest.raises(ValueError, match="multiple of 8"):
         train(config)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_yaml_booleans_are_yaml_1_2(objective, tmp_path):
+    """`--set mixed_precision=no` (and `mixed_precision: no` in a file) is the string "no", not False."""
+    assert load_config(TEST_YAML, ["mixed_precision=no"]).mixed_precision == "no"
+    path = tmp_path / "c.yaml"
+    path.write_text(TEST_YAML.read_text().replace('mixed_precision: "no"', "mixed_precision: no"))
+    assert load_config(path).mixed_precision == "no"
+    with pytest.raises(ValueError, match="mixed_precision must be one of .*got 'off'"):
+        load_config(TEST_YAML, ["mixed_precision=off"])
+    assert load_config(TEST_YAML, ["preload=true"]).preload is True
+    with pytest.raises(ValueError, match="expected bool, got 'yes'"):
+        load_config(TEST_YAML, ["preload=yes"])
+    path.write_text("stages: [unclosed")
+    with pytest.raises(ValueError, match=r"c.yaml: invalid YAML"):
+        load_config(path)
+
+
+def test_train_config_bounds_are_one_line_errors(tmp_path, caplog):
+    """A config `ffn_dim` of 2^31 (1 TB of weights) is refused before anything is allocated."""
+    from syncmv4d_core.cli import main
+
+    with caplog.at_level("ERROR", logger="syncmv4d"):
+        rc = main(["train", "--config", str(TEST_YAML), "--out", str(tmp_path / "run"),
+                   "--set", "model.mjd.ffn_dim=2147483648"])
+    assert rc == 2
+    message = caplog.records[-1].getMessage()
+    assert "model.mjd" in message and "more than the limit of 20e9" in message and "'ffn_dim': 2147483648" in message
+    with caplog.at_level("ERROR", logger="syncmv4d"):
+        assert main(["train", "--config", str(TEST_YAML), "--out", str(tmp_path / "run"),
+                     "--set", "num_frames=4001"]) == 2
+    assert "num_frames must be 4n+1 in [1, 121] (e.g. 9, 13, 49), got 4001" in caplog.records[-1].getMessage()
+    assert not (tmp_path / "run").exists()
 
 
 def test_get_lr_warmup_then_cosine():
@@ -246,7 +295,7 @@ def test_training_lowers_the_loss(objective, data, tmp_path):
     assert np.mean(losses[-5:]) < 0.2 * np.mean(losses[:5])
 
 
-def test_resume_repeats_an_uninterrupted_run(objective, data, tmp_path, monkeypatch):
+def test_resume_repeats_an_uninterrupted_run(objective, data, tmp_path, monkeypatch, one_thread):
     train(make_config(data, tmp_path / "full"))
     reference = loss_rows(tmp_path / "full")
 
@@ -273,7 +322,49 @@ def test_resume_repeats_an_uninterrupted_run(objective, data, tmp_path, monkeypa
     assert all(torch.equal(full_w[k], cut_w[k]) for k in full_w)
 
 
-def test_stop_after_stage_then_resume(objective, data, tmp_path):
+@pytest.mark.parametrize("broken", ["state.pt", "model.safetensors"])
+def test_resume_skips_a_corrupt_newest_checkpoint(objective, data, tmp_path, monkeypatch, one_thread, caplog, broken):
+    """The newest checkpoint is complete but does not load: resume says so (naming the file) and
+    continues from the previous complete one, reaching the uninterrupted run's curves."""
+    config = make_config(data, tmp_path / "full", val_root=None, ckpt_every=2, keep_checkpoints=2,
+                         stages=[StageConfig("warmup_mjd", steps=6, lr=1e-2, warmup_steps=1)])
+    train(config)
+    reference = loss_rows(tmp_path / "full")
+    calls = {"n": 0}
+
+    def failing(model, batch, stage, generator):
+        calls["n"] += model.training
+        if calls["n"] > 2 * 4 + 1:  # dies in step 5, after the checkpoints at steps 2 and 4
+            raise KeyboardInterrupt("simulated kill")
+        return _compute_loss(model, batch, stage, generator)
+
+    monkeypatch.setattr(objective, "compute_loss", failing)
+    cut = make_config(data, tmp_path / "cut", **{k: getattr(config, k) for k in ("val_root", "ckpt_every")})
+    cut.stages = config.stages
+    with pytest.raises(KeyboardInterrupt):
+        train(cut)
+    monkeypatch.setattr(objective, "compute_loss", _compute_loss)
+    root = tmp_path / "cut" / "checkpoints"
+    assert latest_checkpoint(root).name == "step_0000004"
+    bad = root / "step_0000004" / broken
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])  # truncated (disk error, partial copy)
+    with caplog.at_level("WARNING"):
+        train(cut, resume=True)
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert f"checkpoint step_0000004 does not load (cannot read" in warning and str(bad) in warning
+    assert "resuming from step_0000002" in warning
+    assert_same_curves(loss_rows(tmp_path / "cut"), reference)
+    # nothing loads: one error listing each broken file
+    for step in ("step_0000004", "step_0000006"):
+        path = root / step / broken
+        if path.is_file():
+            path.write_bytes(b"")
+    (root / "step_0000004").mkdir(exist_ok=True)
+    with pytest.raises(ValueError, match=rf"no checkpoint under {root} loads: .*{broken}"):
+        train(cut, resume=True)
+
+
+def test_stop_after_stage_then_resume(objective, data, tmp_path, one_thread):
     config = make_config(data, tmp_path, val_root=None, ckpt_every=100,
                          stages=[StageConfig("warmup_mjd", steps=3, lr=1e-2), StageConfig("joint", steps=2, lr=1e-2)])
     reference = make_config(data, tmp_path / "full", **{k: getattr(config, k) for k in ("val_root", "ckpt_every")})
@@ -294,7 +385,7 @@ def _real_config(data: Path, out: Path, steps: int) -> TrainConfig:
 
 
 @pytest.mark.slow
-def test_resume_with_real_objectives(data, tmp_path):
+def test_resume_with_real_objectives(data, tmp_path, one_thread):
     pytest.importorskip("syncmv4d_core.training.objectives")
     train(_real_config(data, tmp_path / "full", 6))
     with pytest.MonkeyPatch.context() as mp:
@@ -336,7 +427,7 @@ def test_sigkill_then_resume_from_the_command_line(data, tmp_path):
                 "--set", f"data_root={data / 'train'}", "--set", "val_root=null", "--set", "ckpt_every=1",
                 "--set", "stages.warmup_dpa.steps=6", *extra]
 
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # see one_thread
     subprocess.run(command(tmp_path / "full"), check=True, cwd=REPO, env=env, capture_output=True)
     proc = subprocess.Popen(command(tmp_path / "cut"), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

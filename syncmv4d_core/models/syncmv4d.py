@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..fileio import atomic_write, atomic_write_json
+from ..limits import MAX_MODEL_PARAMETERS
 from . import dpa as dpa_lib
 from . import mjd as mjd_lib
 from .codec import LatentCodec, PatchifyCodec, WanVAECodec, codec_to_frames, frames_to_codec
@@ -108,9 +109,12 @@ class SyncMV4DModel(nn.Module):
         if mjd_cfg.in_channels != self.codec.channels or mjd_cfg.text_dim != self.text_encoder.dim:
             raise ValueError(f"MJD in_channels={mjd_cfg.in_channels} / text_dim={mjd_cfg.text_dim} must match the "
                              f"codec ({self.codec.channels}) and text encoder ({self.text_encoder.dim})")
+        check_network_size(mjd_lib.MJDTransformer, mjd_cfg, "model.mjd")  # before allocating it
         self.mjd = mjd_lib.MJDTransformer(mjd_cfg)
         dpa_spec = dict(cfg["dpa"])
-        self.dpa = dpa_lib.DPA(dpa_lib.preset(dpa_spec.pop("preset", "tiny"), **dpa_spec))
+        dpa_cfg = dpa_lib.preset(dpa_spec.pop("preset", "tiny"), **dpa_spec)
+        check_network_size(dpa_lib.DPA, dpa_cfg, "model.dpa")
+        self.dpa = dpa_lib.DPA(dpa_cfg)
         if cfg["num_tracks"] < 1:
             raise ValueError(f"num_tracks={cfg['num_tracks']} must be >= 1")
 
@@ -137,11 +141,16 @@ class SyncMV4DModel(nn.Module):
         for name in (MODEL_FILE, CONFIG_FILE):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"checkpoint {directory} lacks {name} (expected {MODEL_FILE} + {CONFIG_FILE})")
-        config = json.loads((directory / CONFIG_FILE).read_text())
-        if "model" not in config:
+        try:
+            config = json.loads((directory / CONFIG_FILE).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{directory / CONFIG_FILE}: invalid JSON ({exc})") from None
+        if not isinstance(config, dict) or "model" not in config:
             raise ValueError(f"{directory / CONFIG_FILE} has no 'model' entry: not a syncmv4d checkpoint")
         model = cls.from_config(config["model"])
-        missing, unexpected = model.load_state_dict(load_weights(directory), strict=False)
+        weights = load_weights(directory)
+        check_state_dict(model, weights, directory / MODEL_FILE)
+        missing, unexpected = model.load_state_dict(weights, strict=False)
         if missing or unexpected:
             raise ValueError(f"checkpoint {directory} does not fit its config: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}")
@@ -200,8 +209,39 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
         path = resolve_checkpoint_dir(path) / MODEL_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no weights at {path}")
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own SafetensorError (and OSError) for broken files
+        raise ValueError(f"cannot read weights {path}: {' '.join(str(exc).split())} "
+                         "(truncated or not a safetensors file)") from None
 
 
-__all__ = ["SyncMV4DModel", "DEFAULT_CONFIG", "merge_config", "save_weights", "load_weights",
+def check_state_dict(model: nn.Module, weights: dict[str, Tensor], path: str | Path) -> None:
+    """ValueError naming ``path`` and the first tensor whose shape differs from ``model``'s."""
+    own = model.state_dict()
+    for name, tensor in weights.items():
+        if name in own and tuple(own[name].shape) != tuple(tensor.shape):
+            raise ValueError(f"{path}: tensor {name!r} has shape {tuple(tensor.shape)} but the model built from "
+                             f"the config needs {tuple(own[name].shape)}")
+
+
+def check_network_size(build, config, what: str) -> None:
+    """ValueError when ``build(config)`` would hold more than ``MAX_MODEL_PARAMETERS`` parameters.
+
+    Counted by building it on the meta device (no memory), so e.g. an ``ffn_dim`` of 2**31 is
+    refused before anything is allocated.
+    """
+    try:
+        with torch.device("meta"):
+            count = sum(p.numel() for p in build(config).parameters())
+    except (RuntimeError, OverflowError, MemoryError) as exc:
+        raise ValueError(f"{what}: cannot build the network from {config}: {exc}") from None
+    if count > MAX_MODEL_PARAMETERS:
+        big = {k: v for k, v in config.to_dict().items() if isinstance(v, int) and not isinstance(v, bool) and v > 1024}
+        raise ValueError(f"{what}: the config gives {count / 1e9:.1f}e9 parameters ({4 * count / 2**30:.0f} GiB "
+                         f"float32), more than the limit of {MAX_MODEL_PARAMETERS / 1e9:g}e9; large fields: {big}")
+
+
+__all__ = ["SyncMV4DModel", "DEFAULT_CONFIG", "merge_config", "save_weights", "load_weights", "check_state_dict",
+           "check_network_size",
            "resolve_checkpoint_dir", "MODEL_FILE", "CONFIG_FILE", "LATEST"]

@@ -14,11 +14,15 @@ Layout of ``<out_dir>/checkpoints``::
 A checkpoint is written into a hidden sibling directory that is renamed into place when complete,
 and every file inside is itself written as a temp file + ``os.replace``; ``latest`` is updated
 after the rename. A process killed at any moment therefore leaves the previous checkpoint (and
-its ``latest``) intact; ``latest_checkpoint`` ignores half-written directories.
+its ``latest``) intact; ``latest_checkpoint`` ignores half-written directories. A checkpoint that
+is complete but does not load (a corrupt ``state.pt``, a truncated ``model.safetensors``: disk
+errors, copies) is skipped by ``load_resume_point`` with a warning naming the file, which resumes
+from the previous complete one.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
@@ -30,7 +34,10 @@ import torch
 from ..fileio import atomic_write
 from ..models.syncmv4d import CONFIG_FILE, LATEST, MODEL_FILE, load_weights, save_weights
 
+logger = logging.getLogger(__name__)
+
 STATE_FILE = "state.pt"
+STATE_KEYS = ("stage_index", "stage_step", "global_step")  # counters every state.pt holds
 PARTIAL_PREFIX = ".partial_"
 
 
@@ -55,7 +62,14 @@ def load_state(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no training state at {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError / UnpicklingError / EOFError for broken files
+        raise ValueError(f"cannot read training state {path}: {' '.join(str(exc).split())[:200]} "
+                         "(truncated or corrupt)") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a dict of training state, got {type(state).__name__}")
+    return state
 
 
 # ---------------------------------------------------------------------------------- RNG states
@@ -151,8 +165,72 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return resolve_latest(root) if (Path(root) / LATEST).is_file() else None
 
 
+def complete_checkpoints(root: str | Path) -> list[Path]:
+    """Step directories under ``root`` with weights and state, newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_")
+             and (p / MODEL_FILE).is_file() and (p / STATE_FILE).is_file()]
+    return sorted(found, reverse=True)
+
+
+def load_checkpoint(ckpt: str | Path, rank: int = 0) -> tuple[dict, dict, dict]:
+    """(state, weights, RNG states of process ``rank``) of one checkpoint directory.
+
+    ValueError naming the file that does not load (corrupt state.pt, truncated safetensors, a
+    state without its counters); FileNotFoundError when ``rng_rank<rank>.pt`` is missing (a
+    resume with another number of processes than the saved run).
+    """
+    ckpt = Path(ckpt)
+    state = load_state(ckpt / STATE_FILE)
+    missing = [k for k in STATE_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"{ckpt / STATE_FILE}: missing {missing}")
+    weights = load_weights(ckpt / MODEL_FILE)
+    rng_path = ckpt / rng_file(rank)
+    if not rng_path.is_file():
+        raise FileNotFoundError(f"{rng_path} not found: resume with the number of processes of the saved run")
+    return state, weights, load_state(rng_path)
+
+
+def load_resume_point(root: str | Path, rank: int = 0) -> tuple[Path, dict, dict, dict] | None:
+    """The newest checkpoint under ``root`` that loads: (directory, state, weights, RNG states).
+
+    Starts at the one ``latest`` names; if it does not load, takes the previous complete one with
+    a warning that names the broken file (and so on). None when ``root`` holds no checkpoint;
+    ValueError listing every failure when none loads.
+    """
+    root = Path(root)
+    candidates = complete_checkpoints(root)
+    if (root / LATEST).is_file():
+        try:
+            latest = resolve_latest(root)
+        except FileNotFoundError as exc:
+            logger.warning("%s; looking for the previous complete checkpoint", exc)
+        else:  # ``latest`` first, then the older ones (never a newer, uncommitted one)
+            candidates = [latest] + [c for c in candidates if c.name < latest.name]
+    if not candidates:
+        return None
+    failures = []
+    for ckpt in candidates:
+        try:
+            state, weights, rng = load_checkpoint(ckpt, rank)
+        except ValueError as exc:
+            failures.append(str(exc))
+            logger.warning("checkpoint %s does not load (%s)%s", ckpt.name, exc,
+                           "; trying the previous complete one" if ckpt != candidates[-1] else "")
+            continue
+        if failures:
+            logger.warning("resuming from %s, the newest checkpoint that loads (%d newer one(s) skipped)",
+                           ckpt.name, len(failures))
+        return ckpt, state, weights, rng
+    raise ValueError(f"no checkpoint under {root} loads: " + "; ".join(failures))
+
+
 __all__ = [
     "save_weights", "load_weights", "save_state", "load_state", "rng_state", "set_rng_state",
     "partial_dir", "begin_checkpoint", "commit_checkpoint", "resolve_latest", "latest_checkpoint",
+    "complete_checkpoints", "load_checkpoint", "load_resume_point",
     "checkpoint_name", "rng_file", "MODEL_FILE", "STATE_FILE", "CONFIG_FILE",
 ]

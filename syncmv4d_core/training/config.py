@@ -8,11 +8,14 @@ Overrides (``syncmv4d train --set key=value``) address fields with dots: ``batch
 ``stages.joint.steps=500`` (a stage by name or by index), ``model.mjd.num_layers=4`` (a key that
 already exists in the ``model`` dict). Values are parsed as YAML scalars / lists (never
 evaluated) and must have the type of the field they replace; unknown keys raise ValueError.
+Booleans are YAML 1.2's ``true`` / ``false`` only: ``mixed_precision=no`` is the string "no"
+(PyYAML's YAML 1.1 default would read yes / no / on / off as booleans).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,9 +23,27 @@ from pathlib import Path
 
 import yaml
 
-from ..data.dataset import SPLITS, check_num_frames
+from ..data.dataset import SPLITS
+from ..limits import check_num_frames
 
 MIXED_PRECISION = ("no", "bf16")
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` with YAML 1.2 booleans: only true / false (any case), not yes / no / on / off."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def _load_yaml(text: str):
+    """YAML text -> Python data (safe: plain data only; YAML 1.2 booleans)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
 @dataclass
@@ -125,7 +146,8 @@ class TrainConfig:
         """ValueError for any bad field (stage names are checked against ``objectives.STAGES``)."""
         from .objectives import STAGES
 
-        check_num_frames(self.num_frames)
+        if self.num_frames is not None:
+            check_num_frames(self.num_frames)
         if self.train_split not in SPLITS or (self.val_split is not None and self.val_split not in SPLITS):
             raise ValueError(f"train_split / val_split must be in {SPLITS}, got "
                              f"{self.train_split!r} / {self.val_split!r}")
@@ -217,7 +239,10 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config {path} not found")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = _load_yaml(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: invalid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
     config = TrainConfig.from_dict(data)
@@ -232,7 +257,10 @@ def apply_override(config: TrainConfig, item: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise ValueError(f"override {item!r} must look like key=value")
-    value = yaml.safe_load(text)
+    try:
+        value = _load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"override {item!r}: invalid YAML value ({' '.join(str(exc).split())})") from None
     parts = key.split(".")
     target = config
     for depth, part in enumerate(parts[:-1]):

@@ -35,10 +35,10 @@ from tqdm import tqdm
 
 from ..data.dataset import SceneDataset, collate_scenes
 from ..fileio import atomic_write, atomic_write_json
-from ..models.syncmv4d import SyncMV4DModel
+from ..models.syncmv4d import SyncMV4DModel, check_state_dict
 from .checkpoint import (
-    CONFIG_FILE, MODEL_FILE, STATE_FILE, begin_checkpoint, checkpoint_name, commit_checkpoint, latest_checkpoint,
-    load_state, load_weights, partial_dir, rng_file, rng_state, save_state, save_weights, set_rng_state,
+    CONFIG_FILE, MODEL_FILE, STATE_FILE, begin_checkpoint, checkpoint_name, commit_checkpoint, complete_checkpoints,
+    load_resume_point, partial_dir, rng_file, rng_state, save_state, save_weights, set_rng_state,
 )
 from .config import StageConfig, TrainConfig
 from .objectives import SyncMV4DObjective, compute_loss, stage_parameters
@@ -284,19 +284,20 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         stage.check_resolution(multiple)
 
     # 2. Resume point.
-    ckpt = latest_checkpoint(ckpt_root)
-    if ckpt is not None and not resume:
-        raise ValueError(f"{out_dir} already holds checkpoints ({ckpt.name}); pass resume (--resume) to continue "
-                         f"that run or choose another out_dir")
-    if resume and ckpt is None:
+    existing = complete_checkpoints(ckpt_root)
+    if existing and not resume:
+        raise ValueError(f"{out_dir} already holds checkpoints ({existing[0].name}); pass resume (--resume) to "
+                         f"continue that run or choose another out_dir")
+    point = load_resume_point(ckpt_root, rank) if resume else None  # skips a corrupt newest one, warning
+    if resume and point is None:
         logger.warning("no checkpoint under %s: starting from scratch", ckpt_root)
+    ckpt, state, weights, saved_rng = point if point is not None else (None, {}, {}, {})
     counters = {"stage_index": 0, "stage_step": 0, "global_step": 0}
-    state: dict = {}
     if ckpt is not None:
-        state = load_state(ckpt / STATE_FILE)
-        if state["model_config"] != model.config:
+        if state.get("model_config") != model.config:
             logger.warning("the checkpoint's model config differs from the current one; loading its weights anyway")
-        model.load_state_dict(load_weights(ckpt))
+        check_state_dict(model, weights, ckpt / MODEL_FILE)
+        model.load_state_dict(weights)
         counters = {k: int(state[k]) for k in counters}
         logger.info("resuming from %s (stage %d, step %d)", ckpt, counters["stage_index"], counters["stage_step"])
 
@@ -307,10 +308,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     random.seed(seed)
     generator = torch.Generator().manual_seed(seed)
     if ckpt is not None:
-        rng_path = ckpt / rng_file(rank)
-        if not rng_path.is_file():
-            raise FileNotFoundError(f"{rng_path} not found: resume with the number of processes of the saved run")
-        set_rng_state(load_state(rng_path), generator)
+        set_rng_state(saved_rng, generator)
 
     # 4. Data: one scene cache shared by the stages' datasets.
     cache: OrderedDict = OrderedDict()
