@@ -32,7 +32,6 @@ IMAGE_ENCODINGS = {
 }
 
 
-
 # ---------------------------------------------------------------------- time
 def seconds_to_time(seconds: float) -> Time:
     """builtin_interfaces/Time for a time in seconds (>= 0)."""
@@ -66,7 +65,8 @@ def image_to_numpy(msg: Image) -> np.ndarray:
     if step < width * channels:
         raise ValueError(f"image step {step} is shorter than a row of {width} x {channels} bytes ({msg.encoding})")
     if len(msg.data) != height * step:
-        raise ValueError(f"image data has {len(msg.data)} bytes, expected height x step = {height} x {step} = {height * step}")
+        raise ValueError(f"image data has {len(msg.data)} bytes, expected height x step = {height} x {step} = "
+                         f"{height * step}")
     rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(height, step)  # (H, step)
     pixels = rows[:, : width * channels].reshape(height, width, channels)  # (H, W, C)
     return (pixels[..., 0] if channels == 1 else pixels).copy()
@@ -136,7 +136,8 @@ def matrix_to_pose(world_T_cam: np.ndarray) -> Pose:
     w, x, y, z = transforms3d.quaternions.mat2quat(np.asarray(world_T_cam)[:3, :3])
     pose = Pose()
     pose.position.x, pose.position.y, pose.position.z = (float(v) for v in np.asarray(world_T_cam)[:3, 3])
-    pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z = float(w), float(x), float(y), float(z)
+    q = pose.orientation
+    q.w, q.x, q.y, q.z = float(w), float(x), float(y), float(z)
     return pose
 
 
@@ -226,7 +227,8 @@ def tracks_from_msg(msg: HOITracks) -> tuple[np.ndarray, np.ndarray, np.ndarray 
     F, K = int(msg.num_frames), int(msg.num_points)
     points = np.asarray(msg.points, dtype=np.float32)
     if points.size != F * K * 3:
-        raise ValueError(f"HOITracks.points has {points.size} values, expected num_frames x num_points x 3 = {F * K * 3}")
+        raise ValueError(f"HOITracks.points has {points.size} values, expected num_frames x num_points x 3 = "
+                         f"{F * K * 3}")
     labels = np.asarray(msg.labels, dtype=np.uint8)
     if labels.size != K:
         raise ValueError(f"HOITracks.labels has {labels.size} values, expected num_points = {K}")
@@ -327,7 +329,8 @@ def video_to_msg(frames: np.ndarray, camera: Camera, header: Header, frame_rate:
     if not (math.isfinite(frame_rate) and frame_rate > 0):
         raise ValueError(f"frame_rate must be > 0 frames per second, got {frame_rate}")
     t0 = time_to_seconds(header.stamp)
-    images = [numpy_to_image(frame, "rgb8", Header(stamp=seconds_to_time(t0 + f / frame_rate), frame_id=header.frame_id))
+    images = [numpy_to_image(frame, "rgb8",
+                             Header(stamp=seconds_to_time(t0 + f / frame_rate), frame_id=header.frame_id))
               for f, frame in enumerate(frames)]
     return HOIVideo(header=header, request_id=request_id, camera_name=camera.name,
                     camera_info=camera_to_camera_info(camera, header), camera_pose=matrix_to_pose(camera.world_T_cam),

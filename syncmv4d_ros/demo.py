@@ -134,7 +134,8 @@ def _definition_file(type_name: str, prefixes: list[Path]) -> Path:
         path = prefix / "share" / package / "msg" / f"{name}.msg"
         if path.is_file():
             return path
-    raise ValueError(f"no definition of {type_name} under {[str(p) for p in prefixes]} (share/{package}/msg/{name}.msg)")
+    raise ValueError(f"no definition of {type_name} under {[str(p) for p in prefixes]} "
+                     f"(share/{package}/msg/{name}.msg)")
 
 
 def _field_types(text: str, package: str) -> list[str]:

@@ -29,7 +29,6 @@ import re
 import signal
 import sys
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable
@@ -352,8 +351,8 @@ class GenerateNode(Node):
 
     @staticmethod
     def _check_crop(mode: str, box: list[float]) -> None:
-        if (mode == "workspace" or box) and (len(box) != 6 or not all(math.isfinite(v) for v in box)
-                                    or any(box[i] >= box[i + 3] for i in range(3))):
+        valid = len(box) == 6 and all(math.isfinite(v) for v in box) and all(box[i] < box[i + 3] for i in range(3))
+        if (mode == "workspace" or box) and not valid:
             raise ValueError("parameter workspace_box must be [xmin, ymin, zmin, xmax, ymax, zmax] metres "
                              f"(finite, min < max; needed by crop_mode workspace), got {box}")
 

@@ -24,7 +24,54 @@ def test_package_xml_is_a_valid_format_3_interface_package():
     assert messages <= build and messages <= execs
     assert {"rosidl_default_runtime", "rclpy", "visualization_msgs", "cv_bridge", "python3-numpy", "python3-torch",
             "python3-opencv", "launch_ros"} <= execs
-    assert {"ament_lint_auto", "ament_lint_common"} <= {d.name for d in package.test_depends}
+    assert {"ament_cmake_pytest", "ament_flake8", "ament_pep257"} <= {d.name for d in package.test_depends}
+
+
+# Top-level Python module -> the package.xml key that provides it.
+PYTHON_KEYS = {"numpy": "python3-numpy", "torch": "python3-torch", "diffusers": "python3-diffusers-pip",
+               "transformers": "python3-transformers", "accelerate": "python3-accelerate-pip",
+               "safetensors": "python3-safetensors-pip", "spconv": "python3-spconv-pip", "cv2": "python3-opencv",
+               "scipy": "python3-scipy", "yaml": "python3-yaml", "transforms3d": "python3-transforms3d",
+               "imageio": "python3-imageio", "matplotlib": "python3-matplotlib", "tqdm": "python3-tqdm",
+               "mcap": "python3-mcap-pip"}
+
+
+def test_package_xml_declares_what_the_node_imports_and_nothing_else():
+    """Run the node's, the demo's and the model's code (imports, loading the built-in model, the
+    demo's plot) in a fresh interpreter and compare the third-party modules it imports with
+    package.xml's python3-* keys, both ways."""
+    import subprocess
+    import sys
+
+    code = ("import sys, syncmv4d_ros.generate_node, syncmv4d_ros.demo\n"
+            "from syncmv4d_ros.generate_node import load_pipeline\n"
+            "load_pipeline(None, 'cpu')\n"
+            "import numpy, tempfile, pathlib\n"
+            "from syncmv4d_core.visualize import plot_trajectories\n"  # the demo's tracks.png
+            "plot_trajectories(numpy.zeros((2, 3, 3)), numpy.zeros(3, numpy.uint8),\n"
+            "                  pathlib.Path(tempfile.mkdtemp()) / 'p.png', 'x')\n"
+            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    stdlib = set(sys.stdlib_module_names)
+    imported = {m for m in out.stdout.split() if m not in stdlib and not m.startswith("_")}
+    ros = {m for m in imported if m.endswith("_msgs") or m in ("builtin_interfaces", "rcl_interfaces")}
+    ours = {m for m in imported if m in PYTHON_KEYS}
+    package = parse_package(str(ROOT / "package.xml"))
+    declared = {d.name for d in package.exec_depends}
+    assert {PYTHON_KEYS[m] for m in ours} <= declared
+    assert {k for k in declared if k.startswith("python3-")} == {PYTHON_KEYS[m] for m in ours}, \
+        "package.xml declares Python packages the code never imports"
+    assert ros - {"rosgraph_msgs", "service_msgs", "type_description_interfaces", "unique_identifier_msgs",
+                  "lifecycle_msgs"} <= declared | {d.name for d in package.build_depends}
+
+
+def test_license_file_matches_package_xml():
+    package = parse_package(str(ROOT / "package.xml"))
+    assert [str(lic) for lic in package.licenses] == ["Apache-2.0"]
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
 
 
 def test_every_message_used_by_the_interfaces_is_a_dependency():

@@ -175,7 +175,8 @@ def test_640x480_distorted_cameras_in_processes_get_hoi_tracks(tmp_path):
         print(f"\nnode up after {statuses[0][0] - start:.2f} s, task accepted after {sent - start:.2f} s")
         print(f"640x480 bgr8 distorted cameras at {RATE_HZ:.0f} Hz: task -> /hoi_tracks {received - sent:.2f} s "
               f"(first task: includes loading the model), generation RUNNING -> DONE {generation_s:.2f} s for "
-              f"{done.total_steps} steps; the pipeline alone at 64x64: {direct_s:.2f} s; node peak RSS {rss_mb:.0f} MB, rejections before: {rejections}")
+              f"{done.total_steps} steps; the pipeline alone at 64x64: {direct_s:.2f} s; node peak RSS "
+              f"{rss_mb:.0f} MB, rejections before: {rejections}")
         assert "Traceback" not in node_log.read_text()
     finally:
         for process in processes:

@@ -170,10 +170,10 @@ def test_mcap_channels_keep_the_offered_qos_and_decode_with_mcap_ros2(demo):
     (decoded,) = list(read_ros2_messages(str(out / "run.mcap"), topics=["/hoi_tracks"]))
     msg = decoded.ros_msg
     assert decoded.schema.name == "syncmv4d_ros/msg/HOITracks" and msg.request_id == str(result["request_id"])
-    np.testing.assert_array_equal(np.asarray(msg.points, np.float32).reshape(result["tracks"].shape), result["tracks"])
-    poses = {d.channel.topic: d.ros_msg for d in read_ros2_messages(str(out / "run.mcap"),
-                                                                     topics=["/hoi_tracks/poses/tool",
-                                                                             "/hoi_tracks/poses/target"])}
+    points = np.asarray(msg.points, np.float32).reshape(result["tracks"].shape)
+    np.testing.assert_array_equal(points, result["tracks"])
+    pose_topics = ["/hoi_tracks/poses/tool", "/hoi_tracks/poses/target"]
+    poses = {d.channel.topic: d.ros_msg for d in read_ros2_messages(str(out / "run.mcap"), topics=pose_topics)}
     assert set(poses) == {"/hoi_tracks/poses/tool", "/hoi_tracks/poses/target"}
     assert all(len(p.poses) == 0 for p in poses.values())  # a random model labels nothing: no object poses
 

@@ -180,8 +180,8 @@ class Harness:
             width, height = (sizes or {}).get(name, size)
             pixels = np.full((height, width, 3), 40 * i, np.uint8)
             pixels[:, :, 2] = np.arange(width, dtype=np.uint8)[None]
-            self.image_pubs[name].publish(numpy_to_image(pixels, "rgb8", Header(stamp=seconds_to_time(stamp),
-                                                                               frame_id=f"{name}_optical")))
+            header = Header(stamp=seconds_to_time(stamp), frame_id=f"{name}_optical")
+            self.image_pubs[name].publish(numpy_to_image(pixels, "rgb8", header))
             sent.append(pixels)
         return sent
 
