@@ -38,6 +38,7 @@ from .diffusion.sampling import impose_reference, make_scheduler, mjd_denoise_st
 from .models.syncmv4d import SyncMV4DModel
 from .pseudo_video import to_uint8
 from .scene import UNKNOWN, Scene
+from .limits import MAX_FRAMES, check_num_frames, check_steps, check_text
 
 logger = logging.getLogger(__name__)
 
@@ -139,17 +140,14 @@ class SyncMV4DPipeline:
                 raise ValueError(f"reference image of camera {cam.name!r} must be ({height}, {width}, 3) uint8 RGB "
                                  f"like its camera, got {image.shape} {image.dtype}; resize the image and the camera "
                                  f"together (Camera.resize)")
-        if num_frames < 1 or (num_frames - 1) % self.model.codec.temporal_compression:
-            raise ValueError(f"num_frames={num_frames} must be {self.model.codec.temporal_compression}n+1")
+        check_num_frames(num_frames, self.model.codec.temporal_compression, MAX_FRAMES)
         _, h, w = self.model.codec.latent_shape(num_frames, height, width)
         p = self.model.mjd.config.patch_size
         if h % p[1] or w % p[2]:
             raise ValueError(f"image size {width}x{height} must be a multiple of "
                              f"{self.model.codec.spatial_compression * p[1]} pixels")
-        if num_steps < 1:
-            raise ValueError(f"num_steps={num_steps} must be >= 1")
-        if not isinstance(text, str):
-            raise ValueError(f"text must be a string, got {type(text).__name__}")
+        check_steps(num_steps)
+        check_text(text)
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()

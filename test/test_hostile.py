@@ -75,3 +75,21 @@ def test_generate_with_a_broken_checkpoint_is_one_line(saved, tmp_path, caplog):
     message = caplog.records[-1].getMessage()
     assert rc == 2 and f"cannot read weights {ckpt / MODEL_FILE}" in message and "\n" not in message
     assert not (tmp_path / "out").exists()
+
+
+def test_ablation_checks_everything_before_writing_gt(tmp_path):
+    """`ablate --steps 0` used to write gt/ first; a scene the model cannot generate from too."""
+    from test_cli import _scene
+
+    from syncmv4d_core.evaluation.ablation import run_ablation
+
+    _scene().save(tmp_path / "scenes" / "scene_00000")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"num_steps must be in \[1, 1000\], got 0"):
+        run_ablation(None, tmp_path / "scenes", out, num_scenes=1, num_steps=0)
+    with pytest.raises(ValueError, match=r"guidance_scale must be a finite number .* got nan"):
+        run_ablation(None, tmp_path / "scenes", out, num_scenes=1, num_steps=2, guidance_scale=float("nan"))
+    _scene(frames=7).save(tmp_path / "scenes" / "scene_00000")  # not 4n+1
+    with pytest.raises(ValueError, match=r"num_frames must be 4n\+1 in \[1, 121\] .* got 7"):
+        run_ablation(None, tmp_path / "scenes", out, num_scenes=1, num_steps=2)
+    assert not out.exists()

@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from .. import limits
 from ..scene import Scene
 from ..pseudo_video import anchors_for_views, depth_range_from_tracks, encode_views
 from ..cameras import one_view_per_cluster
@@ -72,9 +73,9 @@ def scene_split(directory: Path) -> str | None:
 
 
 def check_num_frames(num_frames: int | None) -> None:
-    """ValueError unless ``num_frames`` is None or ``4n + 1`` with n >= 0 (the Wan VAE's temporal packing)."""
-    if num_frames is not None and (not isinstance(num_frames, int) or num_frames < 1 or (num_frames - 1) % 4):
-        raise ValueError(f"num_frames must be 4n+1 (e.g. 9, 13, 49), got {num_frames!r}")
+    """ValueError unless ``num_frames`` is None or ``4n + 1`` within ``limits.MAX_FRAMES`` (``limits.check_num_frames``)."""
+    if num_frames is not None:
+        limits.check_num_frames(num_frames)
 
 
 def resize_video(video: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -19,7 +19,6 @@ saved under ``out/gt``; generation uses those views' frame-0 images, cameras and
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -29,6 +28,8 @@ from tqdm import tqdm
 
 from .. import pseudo_video
 from ..data.dataset import find_scenes
+from ..fileio import atomic_write_json, atomic_write_text
+from ..limits import check_guidance, check_int, check_steps
 from ..cameras import one_view_per_cluster
 from ..pipeline import SyncMV4DPipeline, fuse_coarse_tracks
 from ..scene import Scene
@@ -79,6 +80,9 @@ def run_ablation(checkpoint: str | Path | None, scene_root: str | Path, out_dir:
     Returns {row name: aggregated result}.
     """
     out_dir = Path(out_dir)
+    check_int(num_scenes, "num_scenes", 1, 100_000)  # every argument before anything is written
+    check_steps(num_steps)
+    check_guidance(guidance_scale)
     scenes = find_scenes(scene_root)[:num_scenes]
     if not scenes:
         raise ValueError(f"no scenes under {scene_root}")
@@ -91,8 +95,9 @@ def run_ablation(checkpoint: str | Path | None, scene_root: str | Path, out_dir:
         gt = Scene.load(directory)
         gt = gt.select_views(one_view_per_cluster(gt.cameras, rng))
         name = directory.name
-        gt.save(out_dir / "gt" / name)
         images = [video[0] for video in gt.videos]
+        pipe.check_inputs(images, gt.cameras, gt.text, gt.num_frames, num_steps)  # before writing gt/
+        gt.save(out_dir / "gt" / name)
         runs = [(row, pipe, switches) for row, switches in SETTINGS.items()]
         runs += [(VIDEO_ONLY, video_only, {})] if video_only is not None else []
         for row, generator, switches in runs:
@@ -105,6 +110,6 @@ def run_ablation(checkpoint: str | Path | None, scene_root: str | Path, out_dir:
         codec_round_trip(gt, pipe).save(out_dir / "GT enc-dec (ref.)" / name)
     names = [*SETTINGS, *([VIDEO_ONLY] if video_only is not None else []), "static (ref.)", "GT enc-dec (ref.)"]
     rows = {row: evaluate_dirs(out_dir / row, out_dir / "gt") for row in names}
-    (out_dir / "results.json").write_text(json.dumps(json_ready(rows), indent=1))
-    (out_dir / "results.md").write_text(ablation_table(rows) + "\n")
+    atomic_write_json(out_dir / "results.json", json_ready(rows))
+    atomic_write_text(out_dir / "results.md", ablation_table(rows) + "\n")
     return rows
