@@ -20,9 +20,6 @@ a save killed at any point is repaired by the next ``save`` or ``load`` (``Scene
 from __future__ import annotations
 
 import json
-import logging
-import os
-import secrets
 import shutil
 import zipfile
 from dataclasses import dataclass, field
@@ -32,13 +29,10 @@ import imageio.v3 as iio
 import numpy as np
 
 from .cameras import Camera
-from .fileio import TMP_MARK, pid_alive
+from .fileio import new_temp_dir, repair_dir, replace_dir
 from .limits import MAX_CAMERAS, check_fps, check_text
 
-logger = logging.getLogger(__name__)
-
 FORMAT = "syncmv4d-scene/1"
-OLD_SUFFIX = ".old"  # ``.<name>.old``: the previous scene while ``save`` swaps in a new one
 
 # Per-point labels (also the constants of the HOITracks message).
 UNKNOWN, HAND, TOOL, TARGET = 0, 1, 2, 3
@@ -88,30 +82,6 @@ def _read_npz(path: Path, required: tuple[str, ...], optional: tuple[str, ...] =
             return {k: data[k] for k in required + optional if k in data.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise ValueError(f"cannot read {path}: {exc}") from exc
-
-
-def _repair(directory: Path, clean: bool) -> None:
-    """Recover from a ``save`` that was killed part-way.
-
-    ``.<name>.old`` without ``<name>``: the kill came between the two renames; the old scene is
-    complete and is renamed back (logged). With ``clean`` (``save`` does this before writing), a
-    ``.<name>.old`` beside an existing scene (a kill while deleting it) and the temporary folders
-    of processes no longer running are removed.
-    """
-    old = directory.with_name(f".{directory.name}{OLD_SUFFIX}")
-    if old.is_dir() and not directory.exists():
-        logger.warning("%s: restoring the scene from %s (an earlier save was interrupted)", directory, old.name)
-        os.rename(old, directory)
-    if not clean or not directory.parent.is_dir():
-        return
-    if old.is_dir():
-        shutil.rmtree(old, ignore_errors=True)
-    prefix = f".{directory.name}{TMP_MARK}"
-    for tmp in directory.parent.iterdir():
-        if tmp.name.startswith(prefix) and tmp.is_dir():
-            pid = tmp.name[len(prefix):].split(".", 1)[0]
-            if pid.isdigit() and not pid_alive(int(pid)):
-                shutil.rmtree(tmp, ignore_errors=True)
 
 
 @dataclass
@@ -214,24 +184,17 @@ class Scene:
         with the user's umask). An existing scene is then renamed to ``.<name>.old``, the new one
         renamed into place and the old one deleted. A process killed at any point leaves either
         the old or the new scene readable (``load`` restores ``.<name>.old`` if the scene itself
-        is missing) and the next ``save`` removes every leftover (see ``_repair``). Errors while
+        is missing) and the next ``save`` removes every leftover (``fileio.repair_dir``). Errors while
         writing (e.g. a full disk) remove the temporary folder and raise ``OSError`` naming
         ``directory``.
         """
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
-        _repair(directory, clean=True)
-        tmp = directory.with_name(f".{directory.name}{TMP_MARK}{os.getpid()}.{secrets.token_hex(4)}")
-        os.mkdir(tmp)  # mode 0o777 & ~umask (mkdtemp would force 0o700)
+        repair_dir(directory, clean=True)
+        tmp = new_temp_dir(directory)
         try:
             self._write(tmp)
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}{OLD_SUFFIX}")
-                os.rename(directory, old)
-                os.rename(tmp, directory)
-                shutil.rmtree(old)
-            else:
-                os.rename(tmp, directory)
+            replace_dir(tmp, directory)
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, FileNotFoundError):
@@ -277,7 +240,7 @@ class Scene:
         its ``.<name>.old`` sibling first (logged).
         """
         directory = Path(directory)
-        _repair(directory, clean=False)
+        repair_dir(directory, clean=False)
         info_path = directory / "scene.json"
         info = read_json(info_path, "not a syncmv4d scene directory:")
         if not isinstance(info, dict) or info.get("format") != FORMAT:
