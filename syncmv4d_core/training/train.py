@@ -35,13 +35,12 @@ from tqdm import tqdm
 
 from ..data.dataset import SceneDataset, collate_scenes
 from ..fileio import atomic_write, atomic_write_json
-from ..models.syncmv4d import SyncMV4DModel, check_state_dict
+from ..models.syncmv4d import check_state_dict
 from .checkpoint import (
     CONFIG_FILE, MODEL_FILE, STATE_FILE, begin_checkpoint, checkpoint_name, commit_checkpoint, complete_checkpoints,
     load_resume_point, partial_dir, rng_file, rng_state, save_state, save_weights, set_rng_state,
 )
 from .config import StageConfig, TrainConfig
-from .objectives import SyncMV4DObjective, compute_loss, stage_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -201,13 +200,15 @@ def plot_losses(out_dir: str | Path) -> Path:
 
 # ---------------------------------------------------------------------------------- validation
 @torch.no_grad()
-def estimate_loss(model: SyncMV4DModel, dataset: SceneDataset, stage: StageConfig, size: tuple[int, int] | None,
+def estimate_loss(model: torch.nn.Module, dataset: SceneDataset, stage: StageConfig, size: tuple[int, int] | None,
                   config: TrainConfig, accelerator: Accelerator) -> dict[str, float]:
     """Mean loss terms over the first ``val_samples`` validation scenes (eval mode, fixed views and noise).
 
     Every process evaluates the same samples (under ZeRO-3 all must run the forward). The global
     RNG states are restored afterwards, so validation never changes the training trajectory.
     """
+    from . import objectives
+
     dataset.set_epoch(0)
     dataset.set_size(size)
     indices = list(range(min(config.val_samples, len(dataset))))
@@ -219,7 +220,7 @@ def estimate_loss(model: SyncMV4DModel, dataset: SceneDataset, stage: StageConfi
         for first in range(0, len(indices), config.batch_size):
             batch = collate_scenes([dataset[i] for i in indices[first:first + config.batch_size]])
             with accelerator.autocast():
-                losses = compute_loss(model, batch, stage.name, generator)
+                losses = objectives.compute_loss(model, batch, stage.name, generator)
             n = len(batch["text"])
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + float(value) * n
@@ -267,6 +268,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             start when there is no checkpoint yet). Without it, an out_dir that already holds
             checkpoints is refused rather than overwritten.
     """
+    from . import objectives  # resolved at call time: a test may stand in a small objective
+
     config.validate()
     out_dir = Path(config.out_dir)
     ckpt_root = out_dir / "checkpoints"
@@ -278,7 +281,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     if config.gradient_checkpointing:
         model_config["mjd"] = dict(model_config.get("mjd", {}), gradient_checkpointing=True)
     torch.manual_seed(config.seed)
-    model = SyncMV4DModel.from_config(model_config)
+    model = objectives.SyncMV4DModel.from_config(model_config)
     multiple = model.codec.spatial_compression * model.mjd.config.patch_size[-1]
     for stage in config.stages:
         stage.check_resolution(multiple)
@@ -333,7 +336,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         first = counters["stage_step"] if stage_index == counters["stage_index"] else 0
         if stage_index < counters["stage_index"] or first >= stage.steps:
             continue
-        params = stage_parameters(model, stage.name)
+        params = objectives.stage_parameters(model, stage.name)
         if not params:
             logger.info("stage %s: the model has no parameters to train here (e.g. the fixed patchify codec): skipped",
                         stage.name)
@@ -347,7 +350,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             else:
                 optimizer.load_state_dict(state["optimizer"])
         # DDP / DeepSpeed wrap the objective: its forward returns the loss, so gradients are synchronised
-        prepared, optimizer = accelerator.prepare(SyncMV4DObjective(model), optimizer)
+        prepared, optimizer = accelerator.prepare(objectives.SyncMV4DObjective(model), optimizer)
         dataset = SceneDataset(config.data_root, split=config.train_split, num_frames=config.num_frames,
                                fraction=stage.data_fraction, seed=config.seed, num_views=stage.num_views,
                                cache_size=config.cache_size, preload=config.preload, cache=cache)
