@@ -100,3 +100,15 @@ def test_evaluate_scene_without_finite_tracks(gt):
     broken[2, :10] = np.nan
     r = E.evaluate_scene(Scene(gt.cameras, gt.videos, broken, gt.labels, gt.text), gt, hand=False)
     assert r["metrics"]["surface@2cm"] == 100 and "set metrics" in r["notes"]
+
+
+def test_evaluate_scene_scores_the_action_of_the_prediction_text(gt):
+    own = E.evaluate_scene(Scene(gt.cameras, gt.videos, gt.tracks_world, gt.labels, gt.text), gt, hand=False)
+    assert own["metrics"]["action_acc"] == 100.0 and gt.meta["action"] in own["notes"]["action"]
+    other = "lift the cup" if gt.meta["action"] != "lift" else "push the cup toward the bowl"
+    swapped = E.evaluate_scene(Scene(gt.cameras, gt.videos, gt.tracks_world, gt.labels, other), gt, hand=False)
+    assert swapped["metrics"]["action_acc"] == 0.0
+    odd = E.evaluate_scene(Scene(gt.cameras, gt.videos, gt.tracks_world, gt.labels, "juggle"), gt, hand=False)
+    assert odd["metrics"]["action_acc"] is None and "vocabulary" in odd["unavailable"]["action_acc"]
+    assert "action_acc" in E.evaluate_scene(Scene(gt.cameras, gt.videos, gt.tracks_world, gt.labels, gt.text), gt,
+                                            hand=False, action=False)["unavailable"]

@@ -78,6 +78,7 @@ SET_COLUMNS = {
     "disp_mm_static": ("Disp mm (static)", ".1f", "displacement error of the prediction's frame 0 held still, mm"),
     "disp_moving_mm_static": ("Disp-mov mm (static)", ".1f", "moving-track displacement error of the static baseline, mm"),
     "disp_moving_ratio": ("Disp-mov / static", ".2f", "Disp-mov mm over its static baseline (split: ratio of the means)"),
+    "action_acc": ("Action %", ".1f", "% scenes the action classifier gives the action of the prediction's own text"),
 }
 # Does the video keep the scene and show the hand (video_metrics.py)? Frames >= 1.
 KEEP_COLUMNS = {
@@ -232,8 +233,21 @@ def _consistency(pred: Scene) -> dict:
     return out
 
 
+_CLASSIFIER = []
+
+
+def _classifier():
+    """The shipped action classifier, loaded once."""
+    if not _CLASSIFIER:
+        from .action_classifier import load_classifier
+
+        _CLASSIFIER.append(load_classifier())
+    return _CLASSIFIER[0]
+
+
 def evaluate_scene(pred: Scene, gt: Scene, dino_dir: str | Path | None = None, clip_dir: str | Path | None = None,
-                   max_anchor_px: float = DEFAULT_MAX_ANCHOR_PX, hand: bool = True) -> dict:
+                   max_anchor_px: float = DEFAULT_MAX_ANCHOR_PX, hand: bool = True,
+                   action: bool | str | Path = True) -> dict:
     """All Tab. 1-2 metrics of one predicted scene against its ground truth.
 
     Args:
@@ -243,6 +257,9 @@ def evaluate_scene(pred: Scene, gt: Scene, dino_dir: str | Path | None = None, c
         max_anchor_px: anchor match radius for track identity, pixels.
         hand: measure hand-pixel IoU (re-renders a synthetic ground truth from its seed; other
             ground truths report it unavailable).
+        action: score the predicted tracks with the action classifier against the action of
+            ``pred.text`` (the text it was generated from): True = the shipped weights, a path =
+            other weights, False = skip.
     Returns:
         {"metrics", "matching", "unavailable", "notes"} (module docstring).
     """
@@ -289,13 +306,28 @@ def evaluate_scene(pred: Scene, gt: Scene, dino_dir: str | Path | None = None, c
     usable = np.isfinite(pred.tracks_world).all(axis=(0, 2)) if pred.num_points else np.zeros(0, bool)
     if usable.any():
         motion = M.identity_free_motion(pred.tracks_world[:, usable], gt.tracks_world)
-        values.update({k: motion[k] for k in SET_COLUMNS})
+        values.update({k: motion[k] for k in SET_COLUMNS if k in motion})
         values.update({k: motion[k] for k in ("accuracy_mm", "completeness_mm", "moving_fraction")})
         if not usable.all():
             notes["set metrics"] = f"{int((~usable).sum())} predicted tracks with non-finite values left out"
     else:
-        for key in (*SET_COLUMNS, "accuracy_mm", "completeness_mm", "moving_fraction"):
+        for key in (*SET_COLUMNS, "accuracy_mm", "completeness_mm", "moving_fraction"):  # action_acc too
             unavailable[key] = "the prediction has no (finite) tracks"
+    if usable.any() and action:
+        try:
+            from .action_classifier import action_of_text, load_classifier
+
+            intended = action_of_text(pred.text)
+            classifier = _classifier() if action is True else load_classifier(action)
+        except (ValueError, FileNotFoundError) as exc:
+            unavailable["action_acc"] = str(exc)
+        else:
+            labels = pred.labels[usable] if np.any(pred.labels > 0) else None
+            got = classifier.predict(pred.tracks_world[:, usable], labels)
+            values["action_acc"] = 100.0 if got == intended else 0.0
+            notes["action"] = f"classified {got!r}; the text {pred.text!r} names {intended!r}"
+    elif not action:
+        unavailable["action_acc"] = "not requested (action=False)"
     if values["disp_moving_mm"] is not None and math.isnan(values["disp_moving_mm"]):
         unavailable["disp_moving_mm"] = "no predicted track is tied to a moving true track"
 
@@ -383,7 +415,7 @@ def aggregate(per_scene: list[dict]) -> dict:
 
 def evaluate_dirs(pred_root: str | Path, gt_root: str | Path, dino_dir: str | Path | None = None,
                   clip_dir: str | Path | None = None, max_anchor_px: float = DEFAULT_MAX_ANCHOR_PX,
-                  hand: bool = True) -> dict:
+                  hand: bool = True, action: bool | str | Path = True) -> dict:
     """Evaluate every scene directory of ``pred_root`` against the same-named one of ``gt_root``.
 
     Returns:
@@ -401,7 +433,7 @@ def evaluate_dirs(pred_root: str | Path, gt_root: str | Path, dino_dir: str | Pa
     per_scene = []
     for name, path in preds.items():
         result = evaluate_scene(Scene.load(path, load_depth=False), Scene.load(gts[name], load_depth=False),
-                                dino_dir, clip_dir, max_anchor_px, hand)
+                                dino_dir, clip_dir, max_anchor_px, hand, action)
         per_scene.append({"scene": name, **result})
     out = aggregate(per_scene)
     out["missing_predictions"] = sorted(set(gts) - set(preds))
