@@ -189,7 +189,7 @@ def test_save_killed_at_every_point_is_recoverable(tmp_path, existing):
     """Kill a save before each of its file-system operations: ``load`` then gives the old or the
     new scene (never an error when an old one existed), and a later save repairs the folder and
     leaves no temporaries (the killed process's temp folder and ``.s.old`` are removed)."""
-    first, second, third = make_scene(1, False), make_scene(2, False), make_scene(3, False)
+    first, second, third = (make_scene(seed, False).select_views([0]) for seed in (1, 2, 3))  # one video: fast
     point = 0
     while True:
         point += 1
@@ -207,7 +207,7 @@ def test_save_killed_at_every_point_is_recoverable(tmp_path, existing):
         third.save(base / "s")
         np.testing.assert_array_equal(Scene.load(base / "s").videos, third.videos)
         assert sorted(p.name for p in base.iterdir()) == ["s"], (point, sorted(p.name for p in base.iterdir()))
-    assert point > 6  # every operation of a save was a kill point
+    assert point > 6  # every operation of a save was a kill point (mkdirs, json, video, npz, renames, rmtree)
     np.testing.assert_array_equal(Scene.load(base / "s").videos, second.videos)
 
 
