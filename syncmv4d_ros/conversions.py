@@ -83,6 +83,38 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     return np.ascontiguousarray(pixels[..., list(order)])
 
 
+class ImageConverter:
+    """Image -> (H, W, 3) uint8 RGB with cv_bridge where it imports (a ROS 2 install), else with
+    ``image_to_rgb``. Both paths validate the message with ``image_to_numpy`` first, so bad
+    images give the same errors. ``backend`` says which one converts; ``reason`` why not cv_bridge.
+    (PyPI's ``cv-bridge`` is an old ROS 1 copy that fails on numpy 2: the fallback serves there.)
+    """
+
+    def __init__(self, use_cv_bridge: bool = True) -> None:
+        self.bridge, self.reason = None, "disabled"
+        if use_cv_bridge:
+            try:
+                from cv_bridge import CvBridge
+
+                self.bridge, self.reason = CvBridge(), ""
+            except Exception as exc:  # ImportError, or a cv_bridge build that breaks on import
+                self.reason = f"{type(exc).__name__}: {exc}"
+        self.backend = "cv_bridge" if self.bridge is not None else "builtin"
+
+    def describe(self) -> str:
+        """One line for the log: which converter is used and why."""
+        if self.bridge is not None:
+            return "image conversion: cv_bridge"
+        return f"image conversion: built-in converter (cv_bridge not used: {self.reason})"
+
+    def to_rgb(self, msg: Image) -> np.ndarray:
+        """(H, W, 3) uint8 RGB pixels of an 8-bit Image; ValueError as ``image_to_numpy``."""
+        image_to_numpy(msg)
+        if self.bridge is None:
+            return image_to_rgb(msg)
+        return np.ascontiguousarray(self.bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
+
+
 def numpy_to_image(pixels: np.ndarray, encoding: str = "rgb8", header: Header | None = None) -> Image:
     """An Image holding ``pixels`` (rows unpadded).
 

@@ -58,9 +58,9 @@ from syncmv4d_core.scene import LABEL_NAMES, Scene
 from syncmv4d_ros import topics
 from syncmv4d_ros.action import GenerateHOI
 from syncmv4d_ros.conversions import (
+    ImageConverter,
     camera_info_to_K,
     image_to_numpy,
-    image_to_rgb,
     poses_to_msg,
     seconds_to_time,
     time_to_seconds,
@@ -266,6 +266,8 @@ class GenerateNode(Node):
         self._infos: dict[str, CameraInfo] = {}
         self._input_errors: dict[tuple[str, str], str] = {}  # (camera, "image" | "camera_info") -> error
         self._undistort = Undistorter()
+        self._images = ImageConverter()
+        self.get_logger().info(self._images.describe())
 
         # 3. Publishers.
         self._tracks_pub = self.create_publisher(HOITracks, self._param("tracks_topic"), topics.LATCHED)
@@ -474,7 +476,8 @@ class GenerateNode(Node):
                 raise ValueError(f"camera {name!r}: image is {msg.width}x{msg.height} but its CameraInfo says "
                                  f"{info.width}x{info.height}")
             K = camera_info_to_K(info)
-            pixels = self._undistort(image_to_rgb(msg), K, distortion_coefficients(info.distortion_model, info.d))
+            coefficients = distortion_coefficients(info.distortion_model, info.d)
+            pixels = self._undistort(self._images.to_rgb(msg), K, coefficients)
             camera = Camera(name, K, self._poses[name], info.width, info.height, self._clusters[name])
             window = crop_window(camera, width, height, mode, np.reshape(box, (2, 3)) if box else None)
             pixels, camera = to_model_input(pixels, camera, width, height, window)

@@ -69,6 +69,7 @@ def test_node_comes_up_from_the_shipped_params_and_stops_on_sigint():
         _, stderr = process.communicate(timeout=15.0)
         assert process.returncode == 0, stderr
         assert "ready: cameras ['left', 'center', 'right']" in stderr
+        assert "image conversion: " in stderr  # cv_bridge, or the built-in converter and why
     finally:
         if process.poll() is None:
             process.kill()
