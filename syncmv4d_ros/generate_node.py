@@ -41,7 +41,7 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
@@ -196,13 +196,15 @@ PARAMETERS: dict[str, tuple] = {
     "heartbeat_period": (1.0, "seconds between repeated statuses while a request runs",
                          {"floating_point_range": _float_range(0.05, 60.0)}, False),
     "action_name": (topics.ACTION, "name of the GenerateHOI action (relative)", None, False),
+    "autostart": (True, "configure and activate at start (false: wait for a lifecycle manager; configure then "
+                        "loads the model)", None, False),
     **{name: (default, "topic (relative names resolve in the node's namespace)", None, False)
        for name, default in topics.TOPIC_PARAMETERS.items()},
 }
 RUNTIME = {name for name, (_, _, _, runtime) in PARAMETERS.items() if runtime}
 
 
-class GenerateNode(Node):
+class GenerateNode(LifecycleNode):
     """Generates HOI point tracks from the latest synchronised multi-view images on each task."""
 
     def __init__(self, pipeline_factory: PipelineFactory = load_pipeline, node_name: str = "syncmv4d_generate",
@@ -279,21 +281,7 @@ class GenerateNode(Node):
         self._pose_pubs = {label: self.create_publisher(PoseArray, f"{self._param('poses_topic')}/{LABEL_NAMES[label]}",
                                                         topics.LATCHED) for label in RIGID_LABELS}
 
-        # 4. Subscriptions and the action.
-        for name, (image_topic, info_topic) in camera_topics.items():
-            self.create_subscription(Image, image_topic, lambda msg, n=name: self._on_image(n, msg),
-                                     qos_profile_sensor_data)
-            self.create_subscription(CameraInfo, info_topic, lambda msg, n=name: self._on_camera_info(n, msg),
-                                     qos_profile_sensor_data)
-        self.create_subscription(String, self._param("task_topic"), lambda msg: self.submit(msg.data), 10)
-        # The action's execute callback waits for the worker; a reentrant group lets a
-        # MultiThreadedExecutor run it next to the other callbacks.
-        self._action_server = ActionServer(self, GenerateHOI, self._param("action_name"),
-                                           execute_callback=self._execute_goal, goal_callback=self._on_goal,
-                                           cancel_callback=lambda _goal: CancelResponse.ACCEPT,
-                                           callback_group=ReentrantCallbackGroup())
-
-        # 5. Worker. Generation takes seconds to minutes; running it in the subscription callback
+        # 4. Worker. Generation takes seconds to minutes; running it in the subscription callback
         # would block the executor, so images, new tasks and parameter changes would stall.
         self._queue: queue.Queue[Request | None] = queue.Queue(maxsize=self._param("task_queue_size"))
         self._requests: dict[str, Request] = {}  # not yet finished, by id
@@ -302,15 +290,93 @@ class GenerateNode(Node):
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="syncmv4d-generation", daemon=True)
         self._worker.start()
+        self._camera_topics = camera_topics
+        self._inputs: list = []  # subscriptions, action server and timer while active
+        self._action_server: ActionServer | None = None
+
+        # 5. Lifecycle: a plain node configures and activates itself (the model loads on the
+        # first task); with autostart false it waits for configure (loads the model) and
+        # activate (subscribes) from a lifecycle manager.
+        if self._param("autostart"):
+            self.trigger_configure()
+            self.trigger_activate()
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        """Load the model (managed mode; a plain node loads it on the first task)."""
+        if self._param("autostart"):
+            return TransitionCallbackReturn.SUCCESS
+        checkpoint = self._param("checkpoint") or None
+        self.get_logger().info(f"configure: loading pipeline {checkpoint or '(built-in)'} on {self._param('device')}")
+        try:
+            pipeline = self._pipeline_factory(checkpoint, self._param("device"))
+        except Exception as exc:  # a transition reports failure instead of raising
+            self.get_logger().error(f"configure failed: cannot load the pipeline: {type(exc).__name__}: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        with self._lock:
+            self._pipeline = pipeline
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        """Subscribe to the cameras and the task topic, offer the action, start the heartbeat."""
+        for name, (image_topic, info_topic) in self._camera_topics.items():
+            self._inputs.append(self.create_subscription(Image, image_topic, lambda msg, n=name: self._on_image(n, msg),
+                                                         qos_profile_sensor_data))
+            self._inputs.append(self.create_subscription(CameraInfo, info_topic,
+                                                         lambda msg, n=name: self._on_camera_info(n, msg),
+                                                         qos_profile_sensor_data))
+        self._inputs.append(self.create_subscription(String, self._param("task_topic"),
+                                                     lambda msg: self.submit(msg.data), 10))
+        # The action's execute callback waits for the worker; a reentrant group lets a
+        # MultiThreadedExecutor run it next to the other callbacks.
+        self._action_server = ActionServer(self, GenerateHOI, self._param("action_name"),
+                                           execute_callback=self._execute_goal, goal_callback=self._on_goal,
+                                           cancel_callback=lambda _goal: CancelResponse.ACCEPT,
+                                           callback_group=ReentrantCallbackGroup())
         # The heartbeat repeats the running request's last status, so a planner can tell a long
         # denoising step (or the model loading) from a dead node.
-        self.create_timer(self._param("heartbeat_period"), self._heartbeat)
+        self._inputs.append(self.create_timer(self._param("heartbeat_period"), self._heartbeat))
         self._publish_status(GenerationStatus.IDLE)
         self.get_logger().info(f"ready: cameras {self.camera_names}, model input "
                                f"{self._param('model_width')}x{self._param('model_height')} "
                                f"({self._param('crop_mode')} crop), tasks on "
                                f"{self.resolve_topic_name(self._param('task_topic'))}, tracks on "
                                f"{self.resolve_topic_name(self._param('tracks_topic'))}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        """Stop taking inputs (a running generation still finishes and is published)."""
+        self._destroy_inputs()
+        self.get_logger().info("deactivated: not subscribed to cameras or tasks")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        """Drop the model and the held images."""
+        with self._lock:
+            self._pipeline = None
+            self._sync = ApproximateTimeSynchronizer(self.camera_names, self._param("sync_slop"),
+                                                     self._param("sync_queue_size"))
+            self._infos.clear()
+            self._input_errors.clear()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        """End unfinished requests with ERROR "shutdown"."""
+        self._destroy_inputs()
+        self.shutdown_requests()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _destroy_inputs(self) -> None:
+        for entity in self._inputs:
+            if hasattr(entity, "cancel"):  # a timer
+                entity.cancel()
+                self.destroy_timer(entity)
+            else:
+                self.destroy_subscription(entity)
+        self._inputs = []
+        if self._action_server is not None:
+            self._action_server.destroy()
+            self._action_server = None
 
     # ------------------------------------------------------------------ parameters
     def _param(self, name: str):
@@ -730,6 +796,9 @@ class GenerateNode(Node):
     def destroy_node(self, worker_timeout: float = 5.0) -> None:
         """Stop the worker (ERROR "shutdown" for unfinished requests; waits up to ``worker_timeout``
         seconds for a running denoising step to end), then the node."""
+        if not hasattr(self, "_worker"):  # the constructor failed (bad parameters): only the node to destroy
+            super().destroy_node()
+            return
         if not self._stop.is_set():
             try:
                 self.shutdown_requests()
@@ -742,7 +811,8 @@ class GenerateNode(Node):
                 break
         self._queue.put(None)
         self._worker.join(timeout=worker_timeout)
-        self._action_server.destroy()  # not destroyed by Node.destroy_node
+        if self._action_server is not None:  # not destroyed by Node.destroy_node
+            self._action_server.destroy()
         super().destroy_node()
 
 

@@ -62,8 +62,8 @@ def test_package_xml_declares_what_the_node_imports_and_nothing_else():
     assert {PYTHON_KEYS[m] for m in ours} <= declared
     assert {k for k in declared if k.startswith("python3-")} == {PYTHON_KEYS[m] for m in ours}, \
         "package.xml declares Python packages the code never imports"
-    assert ros - {"rosgraph_msgs", "service_msgs", "type_description_interfaces", "unique_identifier_msgs",
-                  "lifecycle_msgs"} <= declared | {d.name for d in package.build_depends}
+    assert ros - {"rosgraph_msgs", "service_msgs", "type_description_interfaces",
+                  "unique_identifier_msgs"} <= declared | {d.name for d in package.build_depends}
 
 
 def test_license_file_matches_package_xml():

@@ -23,6 +23,8 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from geometry_msgs.msg import PoseArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
@@ -111,9 +113,12 @@ class Harness:
     """The node under test plus a camera-rig / planner test node, spun in a background thread."""
 
     def __init__(self, context, checkpoint: Path, pipeline_factory=load_pipeline, namespace: str = "",
-                 cli_args: list[str] | None = None, topic: dict[str, str] | None = None, **params) -> None:
+                 cli_args: list[str] | None = None, topic: dict[str, str] | None = None, wait: bool = True,
+                 **params) -> None:
         """
         Args:
+            wait: wait until the node's subscriptions match and its IDLE status arrived (an
+                active node).
             namespace: the node's namespace; the peer uses the same one.
             cli_args: the node's ``--ros-args`` (e.g. remappings).
             topic: topic name -> the name the peer uses for it instead (to follow a remapping).
@@ -150,9 +155,11 @@ class Harness:
         self.executor.add_node(self.peer)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
-        pubs = [*self.image_pubs.values(), *self.info_pubs.values(), self.task_pub]
-        self.wait_until(lambda: all(p.get_subscription_count() >= 1 for p in pubs), "node subscriptions to match")
-        self.wait_until(lambda: self.statuses and self.statuses[0].state == GenerationStatus.IDLE, "IDLE status")
+        self.pubs = [*self.image_pubs.values(), *self.info_pubs.values(), self.task_pub]
+        if wait:
+            self.wait_until(lambda: all(p.get_subscription_count() >= 1 for p in self.pubs),
+                            "node subscriptions to match")
+            self.wait_until(lambda: self.statuses and self.statuses[0].state == GenerationStatus.IDLE, "IDLE status")
 
     def _store(self, sink: list, msg) -> None:
         with self.lock:
@@ -371,6 +378,61 @@ def test_late_subscriber_receives_the_last_tracks(harness, context):
     h.peer.create_subscription(HOITracks, "/hoi_tracks", late.append, qos)
     h.wait_until(lambda: late, "the latched tracks on a late subscription")
     assert late[0].request_id == status.request_id and late[0].num_points == NUM_TRACKS
+
+
+def lifecycle_call(h: Harness, service_type, name: str, request):
+    client = h.peer.create_client(service_type, f"/syncmv4d_generate/{name}")
+    assert client.wait_for_service(timeout_sec=TIMEOUT)
+    future = client.call_async(request)
+    h.wait_until(lambda: future.done(), f"the {name} response")
+    h.peer.destroy_client(client)
+    return future.result()
+
+
+def lifecycle_state(h: Harness) -> str:
+    return lifecycle_call(h, GetState, "get_state", GetState.Request()).current_state.label
+
+
+def change_state(h: Harness, transition: int) -> bool:
+    return lifecycle_call(h, ChangeState, "change_state",
+                          ChangeState.Request(transition=Transition(id=transition))).success
+
+
+def test_managed_node_configure_loads_the_model_and_activate_subscribes(context, checkpoint):
+    loads = []
+
+    def factory(path, device):
+        loads.append(path)
+        return load_pipeline(path, device)
+
+    h = Harness(context, checkpoint, factory, wait=False, autostart=False)
+    try:
+        assert lifecycle_state(h) == "unconfigured" and not loads
+        assert all(p.get_subscription_count() == 0 for p in h.pubs)  # not taking inputs
+        assert change_state(h, Transition.TRANSITION_CONFIGURE)
+        assert lifecycle_state(h) == "inactive" and loads == [str(checkpoint)]  # the model is loaded
+        assert all(p.get_subscription_count() == 0 for p in h.pubs)
+        assert change_state(h, Transition.TRANSITION_ACTIVATE) and lifecycle_state(h) == "active"
+        h.wait_until(lambda: all(p.get_subscription_count() >= 1 for p in h.pubs), "node subscriptions to match")
+        h.wait_until(lambda: h.statuses and h.statuses[0].state == GenerationStatus.IDLE, "IDLE status")
+        h.publish_valid_inputs()
+        status = h.run_task("lift the cup")
+        assert status.state == GenerationStatus.DONE and len(loads) == 1  # no second load on the first task
+        assert change_state(h, Transition.TRANSITION_DEACTIVATE) and lifecycle_state(h) == "inactive"
+        h.wait_until(lambda: all(p.get_subscription_count() == 0 for p in h.pubs), "the subscriptions to go")
+        assert change_state(h, Transition.TRANSITION_CLEANUP) and lifecycle_state(h) == "unconfigured"
+        assert h.node._pipeline is None
+    finally:
+        h.close()
+
+
+def test_managed_node_configure_fails_on_a_missing_checkpoint(context, tmp_path):
+    h = Harness(context, tmp_path / "no_such_checkpoint", wait=False, autostart=False)
+    try:
+        assert not change_state(h, Transition.TRANSITION_CONFIGURE)
+        assert lifecycle_state(h) == "unconfigured"
+    finally:
+        h.close()
 
 
 def test_two_nodes_in_two_namespaces_do_not_collide(context, checkpoint):
