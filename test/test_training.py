@@ -56,6 +56,15 @@ class RegressionModel(nn.Module):
     def from_config(cls, config: dict) -> "RegressionModel":
         return cls(config)
 
+    def referenced_modules(self) -> dict:  # SyncMV4DModel's checkpoint interface: nothing referenced
+        return {}
+
+    def trained_state_dict(self, state_dict: dict, prefix: str = "") -> dict:
+        return {k.removeprefix(prefix): v for k, v in state_dict.items()}
+
+    def load_trained_state_dict(self, state_dict: dict, where: str = "") -> None:
+        self.load_state_dict(state_dict)
+
 
 def _stage_parameters(model: RegressionModel, stage: str) -> list[nn.Parameter]:
     return {"vae": [], "warmup_dpa": list(model.dpa.parameters()), "warmup_mjd": list(model.mjd.parameters()),

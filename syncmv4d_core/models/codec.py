@@ -115,15 +115,33 @@ class WanVAECodec(LatentCodec):
         self.vae.requires_grad_(False)
 
     @classmethod
-    def from_local(cls, local_dir: str | Path, dtype: torch.dtype = torch.float32) -> "WanVAECodec":
-        """Load ``<local_dir>/vae`` (Wan2.2-TI2V-5B-Diffusers layout). Nothing is downloaded."""
+    def from_local(cls, local_dir: str | Path, dtype: torch.dtype | str = torch.float32, slicing: bool = False,
+                   tiling: bool = False) -> "WanVAECodec":
+        """Load ``<local_dir>/vae`` (Wan2.2-TI2V-5B-Diffusers layout). Nothing is downloaded.
+
+        ``dtype``: weight dtype (``"bfloat16"`` halves the VAE's memory; latents stay float32).
+        ``slicing`` / ``tiling``: diffusers' sliced (one video at a time) and tiled decoding, which
+        bound the decoder's activation memory (``configure``).
+        """
         from diffusers import AutoencoderKLWan
 
         vae_dir = Path(local_dir) / WAN_VAE_SUBDIR
         if not (vae_dir / "config.json").is_file():
             raise FileNotFoundError(f"no Wan VAE at {vae_dir}: put the Wan2.2-TI2V-5B-Diffusers vae/ folder "
                                     f"(config.json + diffusion_pytorch_model.safetensors) there")
-        return cls(AutoencoderKLWan.from_pretrained(str(vae_dir), torch_dtype=dtype).eval())
+        vae = AutoencoderKLWan.from_pretrained(str(vae_dir), torch_dtype=to_dtype(dtype)).eval()
+        return cls(vae).configure(slicing=slicing, tiling=tiling)
+
+    def configure(self, dtype: torch.dtype | str | None = None, slicing: bool | None = None,
+                  tiling: bool | None = None) -> "WanVAECodec":
+        """Set the VAE's weight dtype and diffusers' slicing / tiling (None: unchanged); returns self."""
+        if dtype is not None:
+            self.vae.to(to_dtype(dtype))
+        if slicing is not None:
+            self.vae.enable_slicing() if slicing else self.vae.disable_slicing()
+        if tiling is not None:
+            self.vae.enable_tiling() if tiling else self.vae.disable_tiling()
+        return self
 
     @classmethod
     def tiny(cls, seed: int = 0) -> "WanVAECodec":
@@ -138,17 +156,35 @@ class WanVAECodec(LatentCodec):
                                    scale_factor_temporal=4, latents_mean=[0.0] * 48, latents_std=[1.0] * 48)
         return cls(vae.eval())
 
+    def _vae_dtype_device(self) -> tuple[torch.dtype, torch.device]:
+        """The VAE's weight dtype and where it runs (the execution device under CPU offload)."""
+        param = next(self.vae.parameters())
+        return param.dtype, getattr(self, "execution_device", None) or param.device
+
     def encode(self, videos: torch.Tensor) -> torch.Tensor:
         self._check_videos(videos)
-        dtype = next(self.vae.parameters()).dtype
-        z = self.vae.encode(videos.to(dtype)).latent_dist.mode().float()
-        return (z - self.latents_mean) / self.latents_std
+        dtype, device = self._vae_dtype_device()
+        with torch.autocast(device.type, enabled=False):  # the VAE runs in its own dtype
+            z = self.vae.encode(videos.to(device, dtype)).latent_dist.mode().float()
+        return (z - self.latents_mean.to(z.device)) / self.latents_std.to(z.device)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         self._check_latents(latents)
-        dtype = next(self.vae.parameters()).dtype
-        z = latents.float() * self.latents_std + self.latents_mean
-        return self.vae.decode(z.to(dtype)).sample.float()
+        dtype, device = self._vae_dtype_device()
+        z = latents.float().to(device) * self.latents_std.to(device) + self.latents_mean.to(device)
+        with torch.autocast(device.type, enabled=False):
+            return self.vae.decode(z.to(dtype)).sample.float()
+
+
+def to_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """``torch.bfloat16`` / ``"bfloat16"`` / ``"bf16"`` -> a floating torch dtype (ValueError otherwise)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "no": "float32"}
+    value = getattr(torch, names.get(str(dtype), str(dtype)), None)
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise ValueError(f"dtype {dtype!r}: choose float32, bfloat16 or float16")
+    return value
 
 
 def frames_to_codec(videos: torch.Tensor) -> torch.Tensor:
@@ -163,4 +199,4 @@ def codec_to_frames(videos: torch.Tensor) -> torch.Tensor:
     return ((videos.permute(0, 2, 3, 4, 1) + 1.0) * 0.5).clamp(0.0, 1.0)
 
 
-__all__ = ["LatentCodec", "PatchifyCodec", "WanVAECodec", "frames_to_codec", "codec_to_frames"]
+__all__ = ["LatentCodec", "PatchifyCodec", "WanVAECodec", "frames_to_codec", "codec_to_frames", "to_dtype"]

@@ -21,6 +21,7 @@ and backward with one torch thread on CPU tensors and restores the thread count 
 from __future__ import annotations
 
 import logging
+import contextlib
 from contextlib import contextmanager
 
 import spconv.pytorch as spconv
@@ -111,7 +112,18 @@ class SubMConv3d(nn.Module):
         Returns:
             Sparse tensor on the same voxels with features (N, out_channels).
         """
-        if x.features.is_cuda:
+        dtype = x.features.dtype
+        if dtype == torch.bfloat16 or torch.is_autocast_enabled(x.features.device.type):
+            # bf16 training / inference: spconv's CPU kernels have no bf16 (KeyError: torch.bfloat16),
+            # so the convolution runs in float32 (weights cast for the call) and returns the input dtype
+            with torch.autocast(x.features.device.type, enabled=False):
+                weights = {name: p.float() for name, p in self.conv.named_parameters()}
+                with _one_thread() if not x.features.is_cuda else contextlib.nullcontext():
+                    out = torch.func.functional_call(self.conv, weights, (x.replace_feature(x.features.float()),))
+            if not x.features.is_cuda and out.features.grad_fn is not None:
+                _run_backward_single_threaded(out.features.grad_fn)
+            out = out.replace_feature(out.features.to(dtype))
+        elif x.features.is_cuda:
             out = self.conv(x)
         else:
             with _one_thread():
