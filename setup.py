@@ -14,7 +14,7 @@ setup(
     version="0.1.0",
     description="Synchronized multi-view HOI video and metric 4D point-track generation (SyncMV4D) with a ROS 2 node",
     packages=find_packages(include=["syncmv4d_core", "syncmv4d_core.*", "syncmv4d_ros", "syncmv4d_ros.*"]),
-    package_data={"syncmv4d_core": ["weights/tiny/*"]},  # the built-in checkpoint
+    package_data={"syncmv4d_core": ["weights/tiny/*", "weights/action_classifier/*"]},  # built-in weights
     python_requires=">=3.10",
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),

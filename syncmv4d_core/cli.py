@@ -205,7 +205,8 @@ def _ablate(args: argparse.Namespace) -> None:
     check_steps(args.steps, "--steps")
     check_guidance(args.guidance, "--guidance")
     run_ablation(args.checkpoint, args.scenes, args.out, num_scenes=args.num_scenes, num_steps=args.steps,
-                 guidance_scale=args.guidance, seed=args.seed, video_only_checkpoint=args.video_only_checkpoint)
+                 guidance_scale=args.guidance, seed=args.seed, video_only_checkpoint=args.video_only_checkpoint,
+                 rows=args.rows)
     print((Path(args.out) / "results.md").read_text())
 
 
@@ -259,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20, help="denoising steps")
     p.add_argument("--guidance", type=float, default=3.0, help="text classifier-free guidance scale")
     p.add_argument("--seed", type=int, default=0, help="view sampling and generation seed")
+    p.add_argument("--rows", nargs="+", help="only these generated rows (e.g. full), plus the reference rows")
     p.set_defaults(func=_ablate)
 
     def _action_classifier(args: argparse.Namespace) -> None:

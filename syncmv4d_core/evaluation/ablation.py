@@ -70,8 +70,11 @@ def codec_round_trip(gt: Scene, pipe: SyncMV4DPipeline) -> Scene:
 
 def run_ablation(checkpoint: str | Path | None, scene_root: str | Path, out_dir: str | Path, num_scenes: int = 12,
                  num_steps: int = 20, guidance_scale: float = 3.0, seed: int = 0,
-                 video_only_checkpoint: str | Path | None = None) -> dict:
+                 video_only_checkpoint: str | Path | None = None, rows: list[str] | None = None) -> dict:
     """Generate every row for the first ``num_scenes`` scenes of ``scene_root`` and evaluate them.
+
+    ``rows``: the generated rows to run (names of ``SETTINGS``; None: all), e.g. ``["full"]`` to
+    score one checkpoint (a pilot) against the reference rows.
 
     Generated scenes already in ``out_dir`` are kept (an interrupted run continues; a row added
     later, e.g. the video-only model, is generated alone).
@@ -83,6 +86,10 @@ def run_ablation(checkpoint: str | Path | None, scene_root: str | Path, out_dir:
     check_int(num_scenes, "num_scenes", 1, 100_000)  # every argument before anything is written
     check_steps(num_steps)
     check_guidance(guidance_scale)
+    unknown = sorted(set(rows or ()) - set(SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown ablation rows {unknown}; choose from {list(SETTINGS)}")
+    settings = {row: SETTINGS[row] for row in (rows or SETTINGS)}
     scenes = find_scenes(scene_root)[:num_scenes]
     if not scenes:
         raise ValueError(f"no scenes under {scene_root}")
@@ -98,7 +105,7 @@ def run_ablation(checkpoint: str | Path | None, scene_root: str | Path, out_dir:
         images = [video[0] for video in gt.videos]
         pipe.check_inputs(images, gt.cameras, gt.text, gt.num_frames, num_steps)  # before writing gt/
         gt.save(out_dir / "gt" / name)
-        runs = [(row, pipe, switches) for row, switches in SETTINGS.items()]
+        runs = [(row, pipe, switches) for row, switches in settings.items()]
         runs += [(VIDEO_ONLY, video_only, {})] if video_only is not None else []
         for row, generator, switches in runs:
             if (out_dir / row / name / "scene.json").is_file():  # kept from an earlier (interrupted) run
@@ -108,7 +115,7 @@ def run_ablation(checkpoint: str | Path | None, scene_root: str | Path, out_dir:
             result.save(out_dir / row / name)
         static_baseline(gt).save(out_dir / "static (ref.)" / name)
         codec_round_trip(gt, pipe).save(out_dir / "GT enc-dec (ref.)" / name)
-    names = [*SETTINGS, *([VIDEO_ONLY] if video_only is not None else []), "static (ref.)", "GT enc-dec (ref.)"]
+    names = [*settings, *([VIDEO_ONLY] if video_only is not None else []), "static (ref.)", "GT enc-dec (ref.)"]
     rows = {row: evaluate_dirs(out_dir / row, out_dir / "gt") for row in names}
     atomic_write_json(out_dir / "results.json", json_ready(rows))
     atomic_write_text(out_dir / "results.md", ablation_table(rows) + "\n")
