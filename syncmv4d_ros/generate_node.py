@@ -103,7 +103,10 @@ def planned_steps(pipeline: Pipeline, num_steps: int) -> int | None:
         from syncmv4d_core.pipeline import SyncMV4DPipeline, make_scheduler, steps_to_run
 
         defaults = inspect.signature(SyncMV4DPipeline.__call__).parameters
-        schedule = make_scheduler(defaults["scheduler"].default, defaults["flow_shift"].default)
+        flow_shift = defaults["flow_shift"].default
+        if flow_shift is None:  # as __call__ resolves it: the model's, else 3
+            flow_shift = float(model.config.get("flow_shift") or 3.0)
+        schedule = make_scheduler(defaults["scheduler"].default, flow_shift)
         schedule.set_timesteps(num_steps)
         return int(steps_to_run(schedule.sigmas.float().cpu(), float(model.config["final_sigma"])))
     except (ImportError, KeyError, AttributeError, TypeError):  # another pipeline layout: ask the callback
