@@ -709,8 +709,9 @@ class GenerateNode(LifecycleNode):
             the published HOITracks message.
         """
         header = Header(stamp=seconds_to_time(request.stamp), frame_id=self._param("world_frame"))
-        # Per-track confidence: a Scene attribute or meta["confidence"] when the model gives one.
-        confidence = getattr(scene, "confidence", None)
+        # Per-track confidence: the Scene's label_confidence (the model's probability of each
+        # label), else meta["confidence"]; None when the model gives none (empty field).
+        confidence = getattr(scene, "label_confidence", None)
         if confidence is None:
             confidence = scene.meta.get("confidence")
         tracks = tracks_to_msg(

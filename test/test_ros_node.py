@@ -329,7 +329,7 @@ class GroundTruthPipeline:
         videos = np.zeros((len(cameras), num_frames, cameras[0].height, cameras[0].width, 3), np.uint8)
         confidence = np.linspace(0.0, 1.0, self.scene.num_points, dtype=np.float32)
         return Scene(list(cameras), videos, self.scene.tracks_world, self.scene.labels, text, self.scene.fps,
-                     meta={"confidence": confidence.tolist()})
+                     label_confidence=confidence)
 
 
 def test_object_poses_are_published_from_labelled_tracks(context, checkpoint):
