@@ -35,6 +35,7 @@ from .diffusion.closed_loop import (decode_coarse_tracks, encode_track_guidance,
                                     read_depth_ranges, refine_tracks)
 from .diffusion.flow import euler_step
 from .diffusion.sampling import impose_reference, make_scheduler, mjd_denoise_step
+from .models.codec import to_dtype
 from .models.syncmv4d import SyncMV4DModel
 from .pseudo_video import to_uint8
 from .scene import UNKNOWN, Scene
@@ -109,9 +110,20 @@ def steps_to_run(sigmas: torch.Tensor, final_sigma: float) -> int:
 class SyncMV4DPipeline:
     """Generates a Scene from V reference images (some may be missing), cameras and a task text."""
 
-    def __init__(self, model: SyncMV4DModel, fps: float = 8.0):
+    def __init__(self, model: SyncMV4DModel, fps: float = 8.0, dtype: torch.dtype | str | None = None,
+                 cpu_offload: str | torch.device | None = None):
+        """``dtype``: the MJD's and text encoder's weight dtype during generation (e.g. ``"bfloat16"``;
+        None: as loaded). MJD keeps Wan's float32 modules (rope, timestep embedder, modulation tables,
+        norms, gates) and runs under autocast; latents, schedulers, DPA and the VAE (its own
+        ``codec.dtype``) stay float32. ``cpu_offload``: an execution device (``"cuda"``): every
+        network lives on the CPU and moves to that device only while it runs (``enable_cpu_offload``)."""
         self.model = model.eval()
         self.fps = fps
+        self.dtype = None if dtype is None else to_dtype(dtype)
+        if self.dtype is not None:
+            cast_networks(model, self.dtype)
+        if cpu_offload is not None:
+            enable_cpu_offload(model, cpu_offload)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str = "cpu") -> "SyncMV4DPipeline":
@@ -154,7 +166,7 @@ class SyncMV4DPipeline:
     def __call__(self, images: list[np.ndarray | None], cameras: list[Camera], text: str, num_frames: int = 9,
                  num_steps: int = 20, guidance_scale: float = 3.0, seed: int = 0,
                  callback: ProgressCallback | None = None, use_dpa: bool = True, cycle: bool = True,
-                 single_view: bool = False, scheduler: str = "unipc", flow_shift: float = 3.0,
+                 single_view: bool = False, scheduler: str = "unipc", flow_shift: float | None = None,
                  final_sigma: float | None = None) -> Scene:
         """Generate V videos, V motion pseudo videos, per-view depth ranges and world tracks.
 
@@ -178,6 +190,13 @@ class SyncMV4DPipeline:
             final_sigma = float(self.model.config["final_sigma"])
         if not 0.0 <= final_sigma < 1.0:
             raise ValueError(f"final_sigma={final_sigma} must lie in [0, 1)")
+        if flow_shift is None:  # the model's (a Wan directory's scheduler config), else 3
+            flow_shift = float(self.model.config.get("flow_shift") or 3.0)
+        return self._dispatch(images, cameras, text, num_frames, num_steps, guidance_scale, seed, callback,
+                              use_dpa, cycle, single_view, scheduler, flow_shift, final_sigma)
+
+    def _dispatch(self, images, cameras, text, num_frames, num_steps, guidance_scale, seed, callback, use_dpa, cycle,
+                  single_view, scheduler, flow_shift, final_sigma) -> Scene:
         if single_view:
             return self._single_view(images, cameras, text, num_frames, num_steps, guidance_scale, seed, callback,
                                      use_dpa, cycle, scheduler, flow_shift, final_sigma)
@@ -291,6 +310,71 @@ class SyncMV4DPipeline:
                      pseudo_videos=np.concatenate([s.pseudo_videos for s in scenes]),
                      depth_ranges=np.concatenate([s.depth_ranges for s in scenes]),
                      track_anchors=track_anchors(tracks, cameras), label_confidence=confidence, meta=meta)
+
+
+# Wan keeps these in float32 (diffusers' WanTransformer3DModel._keep_in_fp32_modules) plus MJD's gates.
+FP32_PARTS = ("rope", "time_embedder", "scale_shift_table", "norm", "gate")
+
+
+def cast_networks(model: SyncMV4DModel, dtype: torch.dtype) -> None:
+    """MJD and the text encoder to ``dtype`` (MJD's ``FP32_PARTS`` stay float32); MJD then runs under
+    autocast and returns float32 outputs, so latents and schedulers stay float32. DPA stays float32 and
+    the VAE keeps ``codec.dtype``."""
+    for name, param in model.mjd.named_parameters():
+        if not any(part in name for part in FP32_PARTS):
+            param.data = param.data.to(dtype)
+    model.text_encoder.to(dtype)
+    if dtype == torch.float32:
+        return
+    forward = model.mjd.forward
+
+    def mjd_forward(*args, **kwargs):
+        with torch.autocast(model.device.type, dtype=dtype):
+            out = forward(*args, **kwargs)
+        for field in ("video_velocity", "motion_velocity", "depth_range"):
+            value = getattr(out, field)
+            if value is not None:
+                setattr(out, field, value.float())
+        return out
+
+    model.mjd.forward = mjd_forward
+
+
+class _OffloadGroup:
+    """Model CPU offload: each network is moved to ``device`` when called and the one used before it
+    goes back to the CPU, so one network at a time occupies the accelerator."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.active = device, None
+
+    def wrap(self, module: torch.nn.Module, owner, method: str) -> None:
+        original = getattr(owner, method)
+
+        def call(*args, **kwargs):
+            if self.active is not module:
+                if self.active is not None:
+                    self.active.to("cpu")
+                module.to(self.device)
+                self.active = module
+            return original(*args, **kwargs)
+
+        setattr(owner, method, call)
+
+
+def enable_cpu_offload(model: SyncMV4DModel, device: str | torch.device) -> None:
+    """Keep every network on the CPU and move each to ``device`` only while it runs (text encoder,
+    VAE encode / decode, MJD, DPA). Inputs follow ``model.device``, which becomes ``device``."""
+    device = torch.device(device)
+    model.to("cpu")
+    group = _OffloadGroup(device)
+    for part in (model, model.codec, model.text_encoder):
+        part.execution_device = device
+    group.wrap(model.text_encoder, model.text_encoder, "encode")
+    group.wrap(model.mjd, model.mjd, "forward")
+    group.wrap(model.dpa, model.dpa, "forward")
+    vae = getattr(model.codec, "vae", model.codec)
+    for method in ("encode", "decode"):
+        group.wrap(vae, model.codec, method)
 
 
 def write_result(scene: Scene, out_dir: str | Path) -> Path:

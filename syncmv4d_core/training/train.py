@@ -21,6 +21,7 @@ import copy
 import csv
 import logging
 import math
+import os
 import random
 import time
 from collections import OrderedDict
@@ -219,13 +220,69 @@ def estimate_loss(model: torch.nn.Module, dataset: SceneDataset, stage: StageCon
     with torch.random.fork_rng(devices=devices):
         for first in range(0, len(indices), config.batch_size):
             batch = collate_scenes([dataset[i] for i in indices[first:first + config.batch_size]])
-            with accelerator.autocast():
+            with autocast(accelerator, config):
                 losses = objectives.compute_loss(model, batch, stage.name, generator)
             n = len(batch["text"])
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + float(value) * n
     model.train()
     return {key: value / len(indices) for key, value in sums.items()}
+
+
+# ---------------------------------------------------------------------------------- precision, DeepSpeed
+def autocast(accelerator: Accelerator, config: TrainConfig):
+    """The forward's autocast: accelerate's, and under DeepSpeed with bf16 (whose engine casts the
+    weights to bf16 but, unlike accelerate's native AMP, leaves the inputs float32) torch's bf16
+    autocast, so float32 inputs meet bf16 weights only inside autocast-aware ops."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and config.mixed_precision == "bf16":
+        return torch.autocast(accelerator.device.type, dtype=torch.bfloat16)
+    return accelerator.autocast()
+
+
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    """The run's Accelerator. DeepSpeed launched on a machine without CUDA (the CPU test) gets the
+    gloo backend named explicitly: otherwise accelerate 1.15 sets up DeepSpeed's process group but
+    records one process (rank 0 everywhere)."""
+    handlers = []
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and not torch.cuda.is_available():
+        from accelerate.utils import InitProcessGroupKwargs
+
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    return Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
+                       kwargs_handlers=handlers)
+
+
+def _numel(param: torch.nn.Parameter) -> int:
+    """Elements of a parameter, also when ZeRO-3 has partitioned it (``ds_numel``)."""
+    return int(getattr(param, "ds_numel", param.numel()))
+
+
+def _configure_deepspeed(accelerator: Accelerator, objective: torch.nn.Module, config: TrainConfig,
+                         stage: StageConfig) -> None:
+    """What ``accelerator.prepare`` needs under DeepSpeed without a DataLoader (the stream of
+    ``stage_batches`` is this loop's own): the micro-batch size, and the config's grad_accum / grad_clip
+    (so zero3.yaml need not repeat them).
+
+    ZeRO-3 re-gathers a module's parameters for backward through hooks on the tensors its forward
+    returns. MJD returns an ``MJDOutput`` and spconv a ``SparseConvTensor``, so: MJD's own (small)
+    top-level parameters (token tables, output modulation) are registered as external parameters of
+    the objective, and every DPA parameter as one of DPA (DPA is small; it also reads its view
+    embedding table without calling that module); both are then gathered through backward."""
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    ds["train_micro_batch_size_per_gpu"] = config.batch_size
+    ds["gradient_accumulation_steps"] = config.grad_accum
+    ds["train_batch_size"] = config.batch_size * config.grad_accum * accelerator.num_processes
+    ds["gradient_clipping"] = config.grad_clip
+    if ds.get("zero_optimization", {}).get("stage") == 3:
+        import deepspeed
+
+        model = objective.model
+        single_view = stage.name == "warmup_mjd" or stage.num_views == 1  # the view table gets no gradient
+        for name, param in model.mjd.named_parameters(recurse=False):
+            if not (single_view and name == "view_embedding"):  # an external parameter must get one
+                deepspeed.zero.register_external_parameter(objective, param)
+        for param in model.dpa.parameters():
+            deepspeed.zero.register_external_parameter(model.dpa, param)
 
 
 # ---------------------------------------------------------------------------------- checkpoints
@@ -245,11 +302,13 @@ def save_checkpoint(accelerator: Accelerator, objective: torch.nn.Module, optimi
     save_state(partial / rng_file(accelerator.process_index), rng_state(generator))
     weights = accelerator.get_state_dict(objective)  # gathers ZeRO-3 shards; keys "model.<name>"
     if accelerator.is_main_process:
-        model_config = accelerator.unwrap_model(objective).model.config
-        save_weights(partial / MODEL_FILE, {k.removeprefix("model."): v for k, v in weights.items()})
+        model = accelerator.unwrap_model(objective).model
+        # only what is trained: frozen umT5 / Wan VAE are referenced by path (model.referenced_modules)
+        save_weights(partial / MODEL_FILE, model.trained_state_dict(weights, prefix="model."))
         save_state(partial / STATE_FILE, {**counters, "optimizer": optimizer.state_dict(),
-                                          "config": config.to_dict(), "model_config": model_config})
-        atomic_write_json(partial / CONFIG_FILE, {"train": config.to_dict(), "model": model_config})
+                                          "config": config.to_dict(), "model_config": model.config})
+        atomic_write_json(partial / CONFIG_FILE, {"train": config.to_dict(), "model": model.config,
+                                                  "referenced": model.referenced_modules()})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         commit_checkpoint(partial, config.keep_checkpoints)
@@ -273,7 +332,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     config.validate()
     out_dir = Path(config.out_dir)
     ckpt_root = out_dir / "checkpoints"
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
+    accelerator = make_accelerator(config)
     rank, world, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
 
     # 1. Model: the same initial weights on every process.
@@ -300,7 +359,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         if state.get("model_config") != model.config:
             logger.warning("the checkpoint's model config differs from the current one; loading its weights anyway")
         check_state_dict(model, weights, ckpt / MODEL_FILE)
-        model.load_state_dict(weights)
+        model.load_trained_state_dict(weights, f"checkpoint {ckpt}")  # frozen Wan parts come from wan_dir
         counters = {k: int(state[k]) for k in counters}
         logger.info("resuming from %s (stage %d, step %d)", ckpt, counters["stage_index"], counters["stage_step"])
 
@@ -343,19 +402,32 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             if stage.name == config.stop_after_stage:
                 break
             continue
+        if accelerator.distributed_type == DistributedType.DEEPSPEED and stage.name == "warmup_mjd":
+            # single views: inter-view modules get no gradient, which ZeRO-3's reduction cannot take
+            unused = {id(p) for n, p in model.mjd.named_parameters() if "attn_view" in n or "view_" in n}
+            for param in params:
+                if id(param) in unused:
+                    param.requires_grad_(False)
+            params = [param for param in params if id(param) not in unused]
         optimizer = torch.optim.AdamW(params, lr=stage.lr, betas=tuple(stage.betas), weight_decay=stage.weight_decay)
         if ckpt is not None and stage_index == counters["stage_index"] and first > 0:
             if accelerator.distributed_type == DistributedType.DEEPSPEED:  # state.pt holds one ZeRO shard only
                 logger.warning("DeepSpeed: resuming mid-stage restarts the optimizer moments (docs/training.md)")
             else:
                 optimizer.load_state_dict(state["optimizer"])
+        if stage.name == "vae" and model.config["codec"]["kind"] == "wan":
+            model.config["codec"]["finetuned"] = True  # checkpoints now store the VAE (not referenced)
+        num_trained = sum(_numel(p) for p in params)  # before prepare: ZeRO-3 partitions the parameters
+        objective = objectives.SyncMV4DObjective(model)
+        if accelerator.distributed_type == DistributedType.DEEPSPEED:
+            _configure_deepspeed(accelerator, objective, config, stage)
         # DDP / DeepSpeed wrap the objective: its forward returns the loss, so gradients are synchronised
-        prepared, optimizer = accelerator.prepare(objectives.SyncMV4DObjective(model), optimizer)
+        prepared, optimizer = accelerator.prepare(objective, optimizer)
         dataset = SceneDataset(config.data_root, split=config.train_split, num_frames=config.num_frames,
                                fraction=stage.data_fraction, seed=config.seed, num_views=stage.num_views,
                                cache_size=config.cache_size, preload=config.preload, cache=cache)
         logger.info("stage %s: %d steps on %d scenes, %d trainable parameters", stage.name, stage.steps, len(dataset),
-                    sum(p.numel() for p in params))
+                    num_trained)
         model.train()
         with tqdm(total=stage.steps, initial=first, desc=stage.name, unit="step", disable=not is_main) as progress:
             for step, micro_batches in stage_batches(dataset, stage, stage_index, config, first, rank, world):
@@ -367,7 +439,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                 totals: dict[str, torch.Tensor] = {}
                 for batch in micro_batches:
                     with accelerator.accumulate(prepared):
-                        with accelerator.autocast():
+                        with autocast(accelerator, config):
                             losses = prepared(batch, stage.name, generator)
                         if not torch.isfinite(losses["loss"]):
                             raise FloatingPointError(f"stage {stage.name!r} step {step}: non-finite loss "
