@@ -253,7 +253,8 @@ class SyncMV4DPipeline:
                         track_state = initial_track_state(coarse, mask, shape, generator)
                     velocity, refined, label_logits = refine_tracks(model, track_state, coarse, mask, sigma)
                     track_state = refined if last else euler_step(track_state, velocity, sigma, sigma_next)
-                    guidance = encode_track_guidance(model, refined, depth, cams) if cycle else None
+                    # the guidance of the last step would never be used: not encoded
+                    guidance = encode_track_guidance(model, refined, depth, cams) if cycle and not last else None
             if callback is not None:
                 callback(step_offset + i + 1, total)
         if num_run < len(video_sched.timesteps):
