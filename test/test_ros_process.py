@@ -45,6 +45,16 @@ def expect_failure(args: list[str]) -> str:
     return stderr
 
 
+
+def _stop(process, executor, node, context) -> None:
+    """Kill the node process if still running, then tear down this test's rclpy graph."""
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.try_shutdown(context=context)
+
 def test_node_comes_up_from_the_shipped_params_and_stops_on_sigint():
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=DOMAIN_ID)
@@ -71,12 +81,7 @@ def test_node_comes_up_from_the_shipped_params_and_stops_on_sigint():
         assert "ready: cameras ['left', 'center', 'right']" in stderr
         assert "image conversion: " in stderr  # cv_bridge, or the built-in converter and why
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        _stop(process, executor, node, context)
 
 
 SHIPPED = (ROOT / "config" / "generate.yaml").read_text()
@@ -151,9 +156,4 @@ def test_sigint_during_generation_ends_the_request_and_exits_0():
         assert [(s.state, s.error) for s in terminal] == [(GenerationStatus.ERROR, "shutdown")]
         assert running.total_steps == terminal[0].total_steps > 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        _stop(process, executor, node, context)
