@@ -186,14 +186,28 @@ class SyncMV4DPipeline:
             metres, track_anchors (K, 3).
         """
         self.check_inputs(images, cameras, text, num_frames, num_steps)
-        if final_sigma is None:
-            final_sigma = float(self.model.config["final_sigma"])
-        if not 0.0 <= final_sigma < 1.0:
-            raise ValueError(f"final_sigma={final_sigma} must lie in [0, 1)")
-        if flow_shift is None:  # the model's (a Wan directory's scheduler config), else 3
-            flow_shift = float(self.model.config.get("flow_shift") or 3.0)
+        final_sigma, flow_shift = self._final_sigma(final_sigma), self._flow_shift(flow_shift)
         return self._dispatch(images, cameras, text, num_frames, num_steps, guidance_scale, seed, callback,
                               use_dpa, cycle, single_view, scheduler, flow_shift, final_sigma)
+
+    def _final_sigma(self, final_sigma: float | None) -> float:
+        """``final_sigma`` or the model's default, checked."""
+        final_sigma = float(self.model.config["final_sigma"]) if final_sigma is None else final_sigma
+        if not 0.0 <= final_sigma < 1.0:
+            raise ValueError(f"final_sigma={final_sigma} must lie in [0, 1)")
+        return final_sigma
+
+    def _flow_shift(self, flow_shift: float | None) -> float:
+        """``flow_shift`` or the model's (a Wan directory's scheduler config), else 3."""
+        return float(self.model.config.get("flow_shift") or 3.0) if flow_shift is None else flow_shift
+
+    def planned_steps(self, num_steps: int, scheduler: str = "unipc", flow_shift: float | None = None,
+                      final_sigma: float | None = None) -> int:
+        """Denoising steps one view set runs for ``num_steps`` (a model may end early at its
+        ``final_sigma``): the progress callback's total (``single_view``: this times the views)."""
+        schedule = make_scheduler(scheduler, self._flow_shift(flow_shift))
+        schedule.set_timesteps(num_steps)
+        return steps_to_run(schedule.sigmas.float().cpu(), self._final_sigma(final_sigma))
 
     def _dispatch(self, images, cameras, text, num_frames, num_steps, guidance_scale, seed, callback, use_dpa, cycle,
                   single_view, scheduler, flow_shift, final_sigma) -> Scene:
@@ -293,9 +307,7 @@ class SyncMV4DPipeline:
                      scheduler, flow_shift, final_sigma) -> Scene:
         """Each view generated on its own; tracks of all views pooled and subsampled to K."""
         V = len(cameras)
-        schedule = make_scheduler(scheduler, flow_shift)
-        schedule.set_timesteps(num_steps)
-        per_view = steps_to_run(schedule.sigmas.float().cpu(), final_sigma)
+        per_view = self.planned_steps(num_steps, scheduler, flow_shift, final_sigma)
         scenes = [self._generate([images[v]], [cameras[v]], text, num_frames, num_steps, guidance_scale, seed + v,
                                  callback, use_dpa, cycle, scheduler, flow_shift, final_sigma, v * per_view,
                                  V * per_view)

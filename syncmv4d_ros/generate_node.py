@@ -21,7 +21,6 @@ Run: ``python -m syncmv4d_ros.generate_node --ros-args --params-file config/gene
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import queue
@@ -93,24 +92,11 @@ def load_pipeline(checkpoint: str | None, device: str) -> Pipeline:
 
 
 def planned_steps(pipeline: Pipeline, num_steps: int) -> int | None:
-    """Denoising steps ``pipeline`` will run for ``num_steps`` (a model may end sampling early,
-    ``final_sigma``), computed the way ``SyncMV4DPipeline.__call__`` does with its defaults; None
-    when ``pipeline`` has no SyncMV4D ``model`` (the first progress callback then tells)."""
-    model = getattr(pipeline, "model", None)
-    if model is None or not hasattr(model, "config"):
-        return None
-    try:
-        from syncmv4d_core.pipeline import SyncMV4DPipeline, make_scheduler, steps_to_run
-
-        defaults = inspect.signature(SyncMV4DPipeline.__call__).parameters
-        flow_shift = defaults["flow_shift"].default
-        if flow_shift is None:  # as __call__ resolves it: the model's, else 3
-            flow_shift = float(model.config.get("flow_shift") or 3.0)
-        schedule = make_scheduler(defaults["scheduler"].default, flow_shift)
-        schedule.set_timesteps(num_steps)
-        return int(steps_to_run(schedule.sigmas.float().cpu(), float(model.config["final_sigma"])))
-    except (ImportError, KeyError, AttributeError, TypeError):  # another pipeline layout: ask the callback
-        return None
+    """Denoising steps ``pipeline`` will run for ``num_steps`` with its defaults (a model may end
+    sampling early, ``final_sigma``): ``SyncMV4DPipeline.planned_steps``; None for a pipeline
+    without it (the first progress callback then tells)."""
+    planner = getattr(pipeline, "planned_steps", None)
+    return None if planner is None else int(planner(num_steps))
 
 
 def check_device(device: str) -> str:

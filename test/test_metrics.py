@@ -170,3 +170,17 @@ def test_identity_free_shape_errors(tracks):
         metrics.identity_free_motion(tracks[:, :0], tracks)
     with pytest.raises(ValueError, match="F >= 2"):
         metrics.tied_displacement_error(tracks[:1], tracks[:1])
+
+
+def test_label_accuracy_counts_tracks_tied_within_2cm():
+    from syncmv4d_core.evaluation.metrics import label_accuracy
+
+    gt = np.zeros((2, 3, 3))
+    gt[:, 1, 0], gt[:, 2, 0] = 0.1, 0.2  # three true tracks 10 cm apart
+    gt_labels = np.array([1, 2, 3])
+    pred = gt[:, [0, 1, 2, 2]].copy()
+    pred[:, 3, 1] = 0.05  # 5 cm from every true track: not tied
+    out = label_accuracy(pred, np.array([1, 2, 1, 3]), gt, gt_labels)
+    assert out["label_acc"] == pytest.approx(100 * 2 / 3)  # the third tracks' label is wrong, the fourth not tied
+    assert out["label_tied"] == pytest.approx(75.0)
+    assert np.isnan(label_accuracy(pred[:, 3:], np.array([3]), gt, gt_labels)["label_acc"])

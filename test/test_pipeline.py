@@ -213,3 +213,14 @@ def test_labels_come_from_the_dpa_label_head_and_are_saved(scene, tmp_path):
     np.testing.assert_allclose(out.label_confidence, np.exp(3) / (np.exp(3) + 3), rtol=1e-5)
     out.save(tmp_path / "scene")
     np.testing.assert_array_equal(Scene.load(tmp_path / "scene").label_confidence, out.label_confidence)
+
+
+def test_planned_steps_is_the_number_of_steps_the_callback_counts(model, scene):
+    pipe = SyncMV4DPipeline(model)
+    images, cams = [scene.videos[i, 0] for i in VIEWS], [scene.cameras[i] for i in VIEWS]
+    for final_sigma in (0.0, 0.7):
+        steps = []
+        pipe(images, cams, scene.text, num_frames=9, num_steps=6, final_sigma=final_sigma,
+             callback=lambda s, t: steps.append(t))
+        assert set(steps) == {pipe.planned_steps(6, final_sigma=final_sigma)} and len(steps) == steps[0]
+    assert pipe.planned_steps(6, final_sigma=0.7) < pipe.planned_steps(6, final_sigma=0.0) == 6

@@ -71,7 +71,7 @@ class GatedPipeline:
 
     def __init__(self, pipeline) -> None:
         self.pipeline = pipeline
-        self.model = pipeline.model  # the node plans the step count from the model's config
+        self.planned_steps = pipeline.planned_steps  # the node asks the pipeline for the step count
         self.gate = threading.Event()
         self.calls = 0
 

@@ -79,6 +79,7 @@ SET_COLUMNS = {
     "disp_moving_mm_static": ("Disp-mov mm (static)", ".1f", "moving-track displacement error of the static baseline, mm"),
     "disp_moving_ratio": ("Disp-mov / static", ".2f", "Disp-mov mm over its static baseline (split: ratio of the means)"),
     "action_acc": ("Action %", ".1f", "% scenes the action classifier gives the action of the prediction's own text"),
+    "label_acc": ("Label %", ".1f", "% right labels among predicted tracks within 2 cm of a true track at frame 0"),
 }
 # Does the video keep the scene and show the hand (video_metrics.py)? Frames >= 1.
 KEEP_COLUMNS = {
@@ -328,6 +329,13 @@ def evaluate_scene(pred: Scene, gt: Scene, dino_dir: str | Path | None = None, c
             notes["action"] = f"classified {got!r}; the text {pred.text!r} names {intended!r}"
     elif not action:
         unavailable["action_acc"] = "not requested (action=False)"
+    if usable.any() and np.any(pred.labels[usable] > 0):  # a model that labels its tracks
+        labels = M.label_accuracy(pred.tracks_world[:, usable], pred.labels[usable], gt.tracks_world, gt.labels)
+        values["label_acc"] = labels["label_acc"]
+        if math.isnan(labels["label_acc"]):
+            unavailable["label_acc"] = "no predicted track lies within 2 cm of a true track at frame 0"
+    else:
+        unavailable["label_acc"] = "the prediction's tracks are unlabelled"
     if values["disp_moving_mm"] is not None and math.isnan(values["disp_moving_mm"]):
         unavailable["disp_moving_mm"] = "no predicted track is tied to a moving true track"
 

@@ -260,6 +260,27 @@ def static_tracks(tracks: np.ndarray) -> np.ndarray:
     return np.broadcast_to(tracks[:1], tracks.shape).copy()
 
 
+def label_accuracy(pred: np.ndarray, pred_labels: np.ndarray, gt: np.ndarray, gt_labels: np.ndarray,
+                   radius: float = SURFACE_RADIUS_M) -> dict:
+    """Accuracy of predicted track labels on the tracks tied to a true track at frame 0.
+
+    A predicted track is tied to its nearest true track at frame 0 when that track lies within
+    ``radius`` (metres); its label is right when it equals the true track's.
+
+    Args:
+        pred: (F, K1, 3), gt: (F, K2, 3) world tracks, metres; pred_labels (K1,), gt_labels (K2,).
+    Returns:
+        {"label_acc": % right among the tied tracks (nan when none is tied), "label_tied": % of the
+        predicted tracks that are tied}.
+    """
+    _check_sets(pred, gt)
+    dist, nearest = cKDTree(gt[0]).query(pred[0])
+    tied = dist <= radius
+    right = np.asarray(pred_labels)[tied] == np.asarray(gt_labels)[nearest[tied]]
+    return {"label_acc": 100.0 * float(right.mean()) if tied.any() else float("nan"),
+            "label_tied": 100.0 * float(tied.mean())}
+
+
 def identity_free_motion(pred: np.ndarray, gt: np.ndarray, radius: float = SURFACE_RADIUS_M,
                          moving_threshold: float = MOVING_THRESHOLD_M) -> dict:
     """All identity-free motion metrics of a predicted track set and of its static baseline.
