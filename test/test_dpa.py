@@ -271,3 +271,24 @@ def test_label_head_gives_per_track_logits_and_needs_num_labels():
         DPA(preset("tiny"))(noisy, coarse, t, mask, return_labels=True)
     with pytest.raises(ValueError, match="num_labels=-1"):
         preset("tiny", num_labels=-1)
+
+
+def test_point_block_keeps_the_spconv_tensor_in_step_with_the_features():
+    """After a block, ``sparse_conv_feat`` holds the voxel means of the block's output ``feat``
+    (PTv3 re-syncs them), not the stale conv output of its xCPE."""
+    from syncmv4d_core.models.dpa import PointBlock
+    from syncmv4d_core.models.point import Point
+
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    block = PointBlock(32, 64, cfg, level=0, order=0)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # open the zero-init gates so the features change
+        coord = torch.rand(200, 3) * 0.2
+        point = Point.from_points(coord=coord, feat=torch.randn(200, 32), batch=torch.zeros(200, dtype=torch.long),
+                                  grid_size=cfg.grid_size).serialize(cfg.orders).sparsify()
+        before = point.feat.clone()
+        point = block(point, torch.randn(1, 64))
+    assert not torch.allclose(point.feat, before)
+    torch.testing.assert_close(point.sparse_conv_feat.features, point.voxel_features(point.feat))
