@@ -18,6 +18,9 @@ from .limits import (check_float, check_guidance, check_image_size, check_int, c
                      check_steps, check_text)
 
 
+META_SPLITS = ("train", "test")  # data.synthetic.SPLITS (not imported here: --help stays instant)
+
+
 def _synth(args: argparse.Namespace) -> None:
     from .data.synthetic import SynthConfig, write_scenes
 
@@ -223,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=64, help="image height in pixels")
     p.add_argument("--width", type=int, default=64, help="image width in pixels")
     p.add_argument("--points", type=int, default=1600, help="tracked surface points K")
-    p.add_argument("--split", choices=("train", "test"), help="only triplets of this split (test = held-out objects/actions)")
+    p.add_argument("--split", choices=META_SPLITS, help="only triplets of this split (test = held-out objects/actions)")
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("show", help="contact sheet of a scene's views over time with tracks + a 3D track plot")
@@ -273,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="weights directory (evaluation default: the shipped weights)")
     p.add_argument("--val", help="scenes to report validation accuracy on after training")
     p.add_argument("--test", action="append", default=[], help="scenes to report accuracy and confusion on (repeatable)")
-    p.add_argument("--split", choices=("train", "test"), help="train only on scenes of this meta split")
+    p.add_argument("--split", choices=META_SPLITS, help="train only on scenes of this meta split")
     p.add_argument("--steps", type=int, default=1500, help="training steps")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.set_defaults(func=_action_classifier)

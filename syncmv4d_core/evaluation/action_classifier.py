@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.synthetic import ACTIONS, describe
+from ..data.synthetic import ACTIONS, SPLITS, describe
 from ..scene import Scene
 
 logger = logging.getLogger(__name__)
@@ -407,7 +407,7 @@ def evaluate_on(model: ActionClassifier, roots: list[str | Path], num_tracks: in
             "no_labels": accuracy_report(data.actions, classify_set(model, data, num_tracks), model.config.classes),
             "labels": accuracy_report(data.actions, classify_set(model, data, num_tracks, with_labels=True),
                                       model.config.classes),
-            "splits": {s: sum(m.get("split") == s for m in data.meta) for s in ("train", "test")},
+            "splits": {s: sum(m.get("split") == s for m in data.meta) for s in SPLITS},
         }
     return out
 
