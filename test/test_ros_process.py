@@ -45,7 +45,6 @@ def expect_failure(args: list[str]) -> str:
     return stderr
 
 
-
 def _stop(process, executor, node, context) -> None:
     """Kill the node process if still running, then tear down this test's rclpy graph."""
     if process.poll() is None:
@@ -54,6 +53,7 @@ def _stop(process, executor, node, context) -> None:
     executor.shutdown()
     node.destroy_node()
     rclpy.try_shutdown(context=context)
+
 
 def test_node_comes_up_from_the_shipped_params_and_stops_on_sigint():
     context = rclpy.Context()
