@@ -46,6 +46,7 @@ from .config import StageConfig, TrainConfig
 logger = logging.getLogger(__name__)
 
 LOG_FILE, VAL_LOG_FILE, PLOT_FILE = "log.csv", "val_log.csv", "loss.png"
+SMOOTH_LOGS = 10  # loss.png: training lines averaged over this many logged steps
 # Columns of log.csv that are not loss terms.
 META_COLUMNS = ("step", "stage", "stage_step", "lr", "seconds")
 
@@ -169,7 +170,10 @@ def read_log(path: str | Path) -> list[dict]:
 
 
 def plot_losses(out_dir: str | Path) -> Path:
-    """``loss.png``: one panel per stage, one line per loss term (training solid, validation dashed)."""
+    """``loss.png``: one panel per stage, one line per loss term (training solid, validation dashed).
+
+    Training lines are running means over ``SMOOTH_LOGS`` logged steps (single batches are noisy).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -178,21 +182,24 @@ def plot_losses(out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     train_rows, val_rows = read_log(out_dir / LOG_FILE), read_log(out_dir / VAL_LOG_FILE)
     stages = list(dict.fromkeys(r["stage"] for r in train_rows + val_rows)) or ["(no steps yet)"]
-    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(stages), figsize=(6.5 * len(stages), 3.5), squeeze=False)
     for ax, stage in zip(axes[0], stages):
         stage_rows = [[r for r in rows if r["stage"] == stage] for rows in (train_rows, val_rows)]
         terms = list(dict.fromkeys(k for rows in stage_rows for r in rows for k in r if k not in META_COLUMNS))
         for rows, style, prefix in zip(stage_rows, ("-", "--"), ("", "val ")):
             for i, term in enumerate(terms):
-                points = [(r["step"], r[term]) for r in rows if term in r]
-                if points:
-                    ax.plot(*zip(*points), style, color=f"C{i % 10}", marker="o" if style == "--" else None,
-                            markersize=3, label=f"{prefix}{term}")
+                points = np.array([(r["step"], r[term]) for r in rows if term in r], dtype=float).reshape(-1, 2)
+                if style == "-" and len(points) > SMOOTH_LOGS:
+                    kernel = np.full(SMOOTH_LOGS, 1.0 / SMOOTH_LOGS)
+                    points = np.stack([points[SMOOTH_LOGS - 1:, 0], np.convolve(points[:, 1], kernel, "valid")], 1)
+                if len(points):
+                    ax.plot(points[:, 0], points[:, 1], style, color=f"C{i % 10}",
+                            marker="o" if style == "--" else None, markersize=3, label=f"{prefix}{term}")
         ax.set_title(stage)
         ax.set_xlabel("step")
         ax.set_yscale("log" if all(r.get("loss", 1) > 0 for r in train_rows) else "linear")
         if ax.lines:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     path = atomic_write(out_dir / PLOT_FILE, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
