@@ -66,7 +66,7 @@ class RegressionModel(nn.Module):
         self.load_state_dict(state_dict)
 
 
-def _stage_parameters(model: RegressionModel, stage: str) -> list[nn.Parameter]:
+def _stage_parameters(model: RegressionModel, stage: str, num_views: int = 3) -> list[nn.Parameter]:
     return {"vae": [], "warmup_dpa": list(model.dpa.parameters()), "warmup_mjd": list(model.mjd.parameters()),
             "joint": list(model.parameters())}[stage]
 

@@ -351,6 +351,16 @@ class MJDTransformer(nn.Module):
         self.init_new_modules()
 
     # ------------------------------------------------------------------ construction
+    def inter_view_parameters(self) -> list[nn.Parameter]:
+        """The parameters only inter-view attention uses (``blocks.i.attn_view``, ``blocks.i.view_gate``,
+        ``view_embedding``): with one view per sample they get no gradient."""
+        if not self.config.inter_view:
+            return []
+        params = [self.view_embedding]
+        for block in self.blocks:
+            params += [*block.attn_view.parameters(), block.view_gate]
+        return params
+
     @torch.no_grad()
     def init_new_modules(self) -> None:
         """Initialise new modules from the (pretrained) Wan ones so the video output equals Wan's.

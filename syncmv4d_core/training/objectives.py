@@ -46,22 +46,25 @@ logger = logging.getLogger(__name__)
 
 STAGES = ("vae", "warmup_dpa", "warmup_mjd", "joint")
 
-def stage_parameters(model: SyncMV4DModel, stage: str) -> list[nn.Parameter]:
+def stage_parameters(model: SyncMV4DModel, stage: str, num_views: int = 3) -> list[nn.Parameter]:
     """The parameters ``stage`` trains; every other parameter is frozen (requires_grad False).
 
     vae: the codec; warmup_dpa: DPA; warmup_mjd: MJD; joint: MJD + DPA (MJD alone for a video-only
-    MJD). The text encoder is always frozen (as the paper's umT5).
+    MJD). The text encoder is always frozen (as the paper's umT5). With one view per sample
+    (warmup_mjd always, any stage with ``num_views`` 1) MJD's inter-view parameters stay frozen:
+    they get no gradient, and DDP / ZeRO-3 require one for every parameter they train.
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
     joint = [model.mjd, model.dpa] if model.mjd.config.motion else [model.mjd]  # video-only: no tracks for DPA
     trained = {"vae": [model.codec], "warmup_dpa": [model.dpa], "warmup_mjd": [model.mjd], "joint": joint}[stage]
     model.requires_grad_(False)
-    params = []
     for module in trained:
         module.requires_grad_(True)
-        params += list(module.parameters())
-    return params
+    if stage == "warmup_mjd" or num_views == 1:
+        for param in model.mjd.inter_view_parameters():
+            param.requires_grad_(False)
+    return [p for module in trained for p in module.parameters() if p.requires_grad]
 
 
 def _select_tracks(batch: dict, num_tracks: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -284,15 +284,30 @@ def _configure_deepspeed(accelerator: Accelerator, objective: torch.nn.Module, c
         import deepspeed
 
         model = objective.model
-        single_view = stage.name == "warmup_mjd" or stage.num_views == 1  # the view table gets no gradient
-        for name, param in model.mjd.named_parameters(recurse=False):
-            if not (single_view and name == "view_embedding"):  # an external parameter must get one
+        for param in model.mjd.parameters(recurse=False):
+            if param.requires_grad:  # an external parameter must get a gradient (frozen ones are read as usual)
                 deepspeed.zero.register_external_parameter(objective, param)
         for param in model.dpa.parameters():
             deepspeed.zero.register_external_parameter(model.dpa, param)
 
 
 # ---------------------------------------------------------------------------------- checkpoints
+DEEPSPEED_DIR = "zero"  # under DeepSpeed: the engine's per-process partitions (optimizer moments, weights)
+
+
+def _load_deepspeed_partitions(engine, ckpt: Path) -> None:
+    """Restore this process's ZeRO partition of the optimizer state saved with checkpoint ``ckpt``
+    (the same process count is required: each process reads its own partition)."""
+    directory = ckpt / DEEPSPEED_DIR
+    if not directory.is_dir():
+        raise ValueError(f"checkpoint {ckpt} has no {DEEPSPEED_DIR}/ (saved without DeepSpeed): its optimizer state "
+                         f"cannot be resumed under DeepSpeed mid-stage; resume it the way it was trained")
+    path, _ = engine.load_checkpoint(str(directory), tag=DEEPSPEED_DIR, load_optimizer_states=True,
+                                     load_lr_scheduler_states=False)
+    if path is None:
+        raise ValueError(f"DeepSpeed could not load the partitions in {directory}")
+
+
 def save_checkpoint(accelerator: Accelerator, objective: torch.nn.Module, optimizer, config: TrainConfig,
                     counters: dict, generator: torch.Generator) -> Path:
     """Write checkpoint ``step_<global_step>`` (every process writes its RNG states) and plot the losses.
@@ -307,12 +322,15 @@ def save_checkpoint(accelerator: Accelerator, objective: torch.nn.Module, optimi
     accelerator.wait_for_everyone()
     partial = partial_dir(root, name)
     save_state(partial / rng_file(accelerator.process_index), rng_state(generator))
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+    if deepspeed:  # every process writes its own ZeRO partition of the optimizer state (and of the weights)
+        objective.save_checkpoint(str(partial / DEEPSPEED_DIR), tag=DEEPSPEED_DIR)
     weights = accelerator.get_state_dict(objective)  # gathers ZeRO-3 shards; keys "model.<name>"
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(objective).model
         # only what is trained: frozen umT5 / Wan VAE are referenced by path (model.referenced_modules)
         save_weights(partial / MODEL_FILE, model.trained_state_dict(weights, prefix="model."))
-        save_state(partial / STATE_FILE, {**counters, "optimizer": optimizer.state_dict(),
+        save_state(partial / STATE_FILE, {**counters, "optimizer": None if deepspeed else optimizer.state_dict(),
                                           "config": config.to_dict(), "model_config": model.config})
         atomic_write_json(partial / CONFIG_FILE, {"train": config.to_dict(), "model": model.config,
                                                   "referenced": model.referenced_modules()})
@@ -402,26 +420,20 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         first = counters["stage_step"] if stage_index == counters["stage_index"] else 0
         if stage_index < counters["stage_index"] or first >= stage.steps:
             continue
-        params = objectives.stage_parameters(model, stage.name)
+        params = objectives.stage_parameters(model, stage.name, stage.num_views)
         if not params:
             logger.info("stage %s: the model has no parameters to train here (e.g. the fixed patchify codec): skipped",
                         stage.name)
             if stage.name == config.stop_after_stage:
                 break
             continue
-        if accelerator.distributed_type == DistributedType.DEEPSPEED and stage.name == "warmup_mjd":
-            # single views: inter-view modules get no gradient, which ZeRO-3's reduction cannot take
-            unused = {id(p) for n, p in model.mjd.named_parameters() if "attn_view" in n or "view_" in n}
-            for param in params:
-                if id(param) in unused:
-                    param.requires_grad_(False)
-            params = [param for param in params if id(param) not in unused]
         optimizer = torch.optim.AdamW(params, lr=stage.lr, betas=tuple(stage.betas), weight_decay=stage.weight_decay)
-        if ckpt is not None and stage_index == counters["stage_index"] and first > 0:
-            if accelerator.distributed_type == DistributedType.DEEPSPEED:  # state.pt holds one ZeRO shard only
-                logger.warning("DeepSpeed: resuming mid-stage restarts the optimizer moments (docs/training.md)")
-            else:
-                optimizer.load_state_dict(state["optimizer"])
+        mid_stage = ckpt is not None and stage_index == counters["stage_index"] and first > 0
+        if mid_stage and accelerator.distributed_type != DistributedType.DEEPSPEED:
+            if state["optimizer"] is None:
+                raise ValueError(f"checkpoint {ckpt} was saved under DeepSpeed (its optimizer state is in "
+                                 f"{DEEPSPEED_DIR}/, one partition per process): resume it under DeepSpeed")
+            optimizer.load_state_dict(state["optimizer"])
         if stage.name == "vae" and model.config["codec"]["kind"] == "wan":
             model.config["codec"]["finetuned"] = True  # checkpoints now store the VAE (not referenced)
         num_trained = sum(_numel(p) for p in params)  # before prepare: ZeRO-3 partitions the parameters
@@ -430,6 +442,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             _configure_deepspeed(accelerator, objective, config, stage)
         # DDP / DeepSpeed wrap the objective: its forward returns the loss, so gradients are synchronised
         prepared, optimizer = accelerator.prepare(objective, optimizer)
+        if mid_stage and accelerator.distributed_type == DistributedType.DEEPSPEED:
+            _load_deepspeed_partitions(prepared, ckpt)
         dataset = SceneDataset(config.data_root, split=config.train_split, num_frames=config.num_frames,
                                fraction=stage.data_fraction, seed=config.seed, num_views=stage.num_views,
                                cache_size=config.cache_size, preload=config.preload, cache=cache)
@@ -485,6 +499,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                 if done or global_step % config.ckpt_every == 0:
                     counters = {"stage_index": stage_index, "stage_step": step + 1, "global_step": global_step}
                     last_saved = save_checkpoint(accelerator, prepared, optimizer, config, counters, generator)
+        # The next stage prepares its own optimizer; a DeepSpeed engine left behind keeps its ZeRO-3 hooks
+        # on the shared modules, beside the next engine's (they fetch the same partitioned parameters).
+        prepared, optimizer = accelerator.free_memory(prepared, optimizer)
         if stage.name == config.stop_after_stage:
             logger.info("stopping after stage %s as configured; continue with --resume", stage.name)
             break
