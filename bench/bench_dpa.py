@@ -4,7 +4,8 @@ Paper size: K = 1600 tracks x F = 49 frames, V = 3 views of coarse tracks (Kc pe
 Tiny size: K = 256, F = 9, V = 3. Peak memory is the process's peak resident set growth while
 the measured call runs (CPU) or torch's peak allocated memory (CUDA).
 
-    .venv/bin/python bench/bench_dpa.py [--preset tiny] [--threads 2] [--skip-paper]
+    .venv/bin/python bench/bench_dpa.py [--preset tiny] [--threads 2] [--skip-paper] [--frames 49]
+        [--gradient-checkpointing]
 """
 
 from __future__ import annotations
@@ -82,17 +83,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--kc", type=int, default=640, help="coarse tracks per view at the paper size")
     parser.add_argument("--skip-paper", action="store_true", help="only the tiny size")
+    parser.add_argument("--frames", type=int, default=49, help="frames at the paper size (49; fewer for a quick look)")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="recompute each point block in backward (training at the paper size)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    model = DPA(preset(args.preset)).to(device)
+    model = DPA(preset(args.preset, gradient_checkpointing=args.gradient_checkpointing)).to(device)
     params = sum(p.numel() for p in model.parameters())
-    print(f"DPA preset {args.preset}: {params / 1e6:.2f} M parameters, device {device}, {args.threads} threads")
+    print(f"DPA preset {args.preset}: {params / 1e6:.2f} M parameters, device {device}, {args.threads} threads, "
+          f"gradient checkpointing {args.gradient_checkpointing}")
     bench("tiny", model, 1, 3, 9, 256, 256, args.repeats, device)
     if not args.skip_paper:
-        bench("paper size", model, 1, 3, 49, 1600, args.kc, max(1, args.repeats - 2), device)
+        bench("paper size", model, 1, 3, args.frames, 1600, args.kc, max(1, args.repeats - 2), device)
 
 
 if __name__ == "__main__":

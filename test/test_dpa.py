@@ -292,3 +292,19 @@ def test_point_block_keeps_the_spconv_tensor_in_step_with_the_features():
         point = block(point, torch.randn(1, 64))
     assert not torch.allclose(point.feat, before)
     torch.testing.assert_close(point.sparse_conv_feat.features, point.voxel_features(point.feat))
+
+
+def test_gradient_checkpointing_gives_the_same_velocity_and_gradients():
+    """Recomputing each point block in backward changes nothing but memory (docs/paper-scale.md)."""
+    noisy, coarse, t, mask = _inputs(2, f=3, k=64, kc=32)
+    grads = []
+    for checkpointing in (False, True):
+        model = _randomized_model(preset("small", gradient_checkpointing=checkpointing)).train()
+        velocity = model(noisy, coarse, t, mask)
+        velocity.square().mean().backward()
+        grads.append((velocity.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (v0, g0), (v1, g1) = grads
+    torch.testing.assert_close(v1, v0, rtol=0, atol=0)
+    assert g0.keys() == g1.keys() and all(g1[n] is not None for n in g1)
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], rtol=1e-5, atol=1e-7, msg=name)

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from syncmv4d_core.diffusion.track_flow import coarse_track_frame
 from syncmv4d_core.models.config import ConfigMixin
@@ -63,6 +64,7 @@ class DPAConfig(ConfigMixin):
     max_views: int = 8  # size of the learned view embedding table
     orders: tuple[str, ...] = ORDERS  # serialization orders cycled by consecutive blocks
     num_labels: int = 0  # > 0: a head classifies each track (scene label codes 0..num_labels-1)
+    gradient_checkpointing: bool = False  # recompute each point block's activations in backward
 
     def __post_init__(self) -> None:
         if len(self.channels) < 2 or len(self.depths) != len(self.channels):
@@ -188,6 +190,7 @@ class PointBlock(nn.Module):
     def __init__(self, dim: int, temb_dim: int, config: DPAConfig, level: int, order: int) -> None:
         super().__init__()
         self.order = order
+        self.gradient_checkpointing = config.gradient_checkpointing
         # 1. xCPE: SubMConv3d(k=3) -> Linear -> LayerNorm on voxel features
         self.cpe_conv = SubMConv3d(dim, dim, 3, indice_key=f"dpa_level{level}")
         self.cpe_linear = nn.Linear(dim, dim)
@@ -203,21 +206,28 @@ class PointBlock(nn.Module):
 
     def forward(self, point: Point, temb: Tensor) -> Point:
         """Update ``point.feat`` (N, C) in place; ``temb`` (S, temb_dim) is per segment."""
-        x = point.feat
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            # keep only the block's input for backward: the block's activations (~20 C floats a point)
+            # dominate DPA's training memory at the paper size (docs/paper-scale.md)
+            point.feat = checkpoint(self._mix, point, point.feat, temb, use_reentrant=False)
+        else:
+            point.feat = self._mix(point, point.feat, temb)
+        # keep the spconv tensor in step with feat (PTv3 re-syncs after every block)
+        point.sparse_conv_feat = point.sparse_conv_feat.replace_feature(point.voxel_features(point.feat))
+        return point
+
+    def _mix(self, point: Point, x: Tensor, temb: Tensor) -> Tensor:
+        """(N, C) features after xCPE, attention and MLP; reads ``point``'s structure, never its feat."""
         # 1. xCPE (voxel-averaged features, so points sharing a voxel get the same encoding)
         sparse = point.sparse_conv_feat.replace_feature(point.voxel_features(x))
-        point.sparse_conv_feat = self.cpe_conv(sparse)
-        x = x + self.cpe_norm(self.cpe_linear(point.sparse_conv_feat.features[point.voxel_inverse]))
+        x = x + self.cpe_norm(self.cpe_linear(self.cpe_conv(sparse).features[point.voxel_inverse]))
         mod = self.modulation(temb)[point.batch].chunk(6, dim=-1)  # 6 x (N, C)
         # 2. Attention
         h = _modulate(self.norm1(x), mod[0], mod[1])
         x = x + mod[2] * self.attn(point, h, self.order)
         # 3. MLP
         h = _modulate(self.norm2(x), mod[3], mod[4])
-        point.feat = x + mod[5] * self.mlp(h)
-        # keep the spconv tensor in step with feat (PTv3 re-syncs after every block)
-        point.sparse_conv_feat = point.sparse_conv_feat.replace_feature(point.voxel_features(point.feat))
-        return point
+        return x + mod[5] * self.mlp(h)
 
 
 class TrackBlock(nn.Module):

@@ -364,6 +364,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     model_config = copy.deepcopy(config.model)
     if config.gradient_checkpointing:
         model_config["mjd"] = dict(model_config.get("mjd", {}), gradient_checkpointing=True)
+        model_config["dpa"] = dict(model_config.get("dpa", {}), gradient_checkpointing=True)
     torch.manual_seed(config.seed)
     model = objectives.SyncMV4DModel.from_config(model_config)
     multiple = model.codec.spatial_compression * model.mjd.config.patch_size[-1]
