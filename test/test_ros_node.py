@@ -500,7 +500,9 @@ def test_cameras_of_different_sizes_are_brought_to_the_model_size(harness):
     big = rig(48, 36)  # the same view at 1.5 x the resolution: same aspect, so the whole image is used
     h.publish_infos([small[0], small[1], big[2]])
     h.publish_images(50.0, sizes={"right": (48, 36)})
-    h.wait_until(lambda: h.node._sync.latest is not None and h.node._infos["right"].width == 48, "the image set")
+    # the right camera's CameraInfo may arrive after the first image sets: wait for it, do not index it
+    h.wait_until(lambda: h.node._sync.latest is not None and getattr(h.node._infos.get("right"), "width", 0) == 48,
+                 "the image set")
     status = h.run_task("lift the cup")
     assert status.state == GenerationStatus.DONE, status.error
     h.wait_until(lambda: sum(v.request_id == status.request_id for v in h.videos) == 3, "the videos")
