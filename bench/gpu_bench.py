@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
 from pathlib import Path
 
@@ -22,7 +23,11 @@ from syncmv4d_core.training.objectives import compute_loss, stage_parameters
 
 
 def _peak(device: torch.device) -> float:
-    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    """GiB: torch's peak allocation since ``_reset`` (CUDA), else the process's peak resident set so far
+    (CPU: it never falls, so the training step's figure includes whatever the sampler step held)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB -> GiB (Linux)
 
 
 def _reset(device: torch.device) -> None:
@@ -77,7 +82,9 @@ def main() -> None:
     results["sampler_peak_gib"] = round(_peak(device), 2)
 
     # 2. One training step (joint, bf16 autocast, gradient checkpointing), AdamW over MJD + DPA
-    model = SyncMV4DModel.from_config({**config, "mjd": {"gradient_checkpointing": True}}).to(device).train()
+    checkpointed = {"mjd": {"gradient_checkpointing": True},
+                    "dpa": {"preset": args.dpa, "gradient_checkpointing": True}}
+    model = SyncMV4DModel.from_config({**config, **checkpointed}).to(device).train()
     params = stage_parameters(model, "joint")
     optimizer = torch.optim.AdamW(params, lr=1e-5)
     batch = collate_scenes([_sample(scene, args.frames, args.height, args.width)])
