@@ -82,8 +82,7 @@ def main() -> None:
     results["sampler_peak_gib"] = round(_peak(device), 2)
 
     # 2. One training step (joint, bf16 autocast, gradient checkpointing), AdamW over MJD + DPA
-    checkpointed = {"mjd": {"gradient_checkpointing": True},
-                    "dpa": {"preset": args.dpa, "gradient_checkpointing": True}}
+    checkpointed = {"mjd": {"gradient_checkpointing": True}, "dpa": {**config["dpa"], "gradient_checkpointing": True}}
     model = SyncMV4DModel.from_config({**config, **checkpointed}).to(device).train()
     params = stage_parameters(model, "joint")
     optimizer = torch.optim.AdamW(params, lr=1e-5)

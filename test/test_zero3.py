@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from syncmv4d_core.data.synthetic import SynthConfig, write_scenes
+from syncmv4d_core.models.syncmv4d import LATEST
 from syncmv4d_core.training.train import read_log
 
 pytest.importorskip("deepspeed")
@@ -109,7 +110,7 @@ def test_zero3_runs_every_stage_as_ddp_and_resumes_mid_stage_exactly(tmp_path):
     checkpoints = tmp_path / "z3" / "checkpoints"
     for late in ("step_0000006", "step_0000007"):
         shutil.rmtree(checkpoints / late)
-    (checkpoints / "latest").write_text("step_0000005")
+    (checkpoints / LATEST).write_text("step_0000005")
     _zero3(config, tmp_path / "z3", "--resume")
     # step 7's loss is computed after the first optimizer step taken from the reloaded moments
     assert [r["loss"] for r in read_log(tmp_path / "z3" / "log.csv")] == [r["loss"] for r in z3]

@@ -41,12 +41,13 @@ from ..diffusion.closed_loop import decode_coarse_tracks, encode_track_guidance,
 from ..diffusion.sampling import impose_reference
 from ..diffusion.track_flow import coarse_track_frame, dpa_loss, sample_track_noise
 from ..models.syncmv4d import SyncMV4DModel
+from .config import StageConfig
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("vae", "warmup_dpa", "warmup_mjd", "joint")
 
-def stage_parameters(model: SyncMV4DModel, stage: str, num_views: int = 3) -> list[nn.Parameter]:
+def stage_parameters(model: SyncMV4DModel, stage: str, num_views: int = StageConfig.num_views) -> list[nn.Parameter]:
     """The parameters ``stage`` trains; every other parameter is frozen (requires_grad False).
 
     vae: the codec; warmup_dpa: DPA; warmup_mjd: MJD; joint: MJD + DPA (MJD alone for a video-only

@@ -322,15 +322,15 @@ def save_checkpoint(accelerator: Accelerator, objective: torch.nn.Module, optimi
     accelerator.wait_for_everyone()
     partial = partial_dir(root, name)
     save_state(partial / rng_file(accelerator.process_index), rng_state(generator))
-    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
-    if deepspeed:  # every process writes its own ZeRO partition of the optimizer state (and of the weights)
+    under_deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+    if under_deepspeed:  # every process writes its own ZeRO partition of the optimizer state (and of the weights)
         objective.save_checkpoint(str(partial / DEEPSPEED_DIR), tag=DEEPSPEED_DIR)
     weights = accelerator.get_state_dict(objective)  # gathers ZeRO-3 shards; keys "model.<name>"
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(objective).model
         # only what is trained: frozen umT5 / Wan VAE are referenced by path (model.referenced_modules)
         save_weights(partial / MODEL_FILE, model.trained_state_dict(weights, prefix="model."))
-        save_state(partial / STATE_FILE, {**counters, "optimizer": None if deepspeed else optimizer.state_dict(),
+        save_state(partial / STATE_FILE, {**counters, "optimizer": None if under_deepspeed else optimizer.state_dict(),
                                           "config": config.to_dict(), "model_config": model.config})
         atomic_write_json(partial / CONFIG_FILE, {"train": config.to_dict(), "model": model.config,
                                                   "referenced": model.referenced_modules()})
