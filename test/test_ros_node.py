@@ -196,7 +196,8 @@ class Harness:
         """CameraInfo + one synchronised image set; waits until the node holds the set."""
         self.publish_infos()
         sent = self.publish_images(stamp)
-        self.wait_until(lambda: self.node._sync.latest is not None and self.node._sync.latest.stamp == stamp
+        # A stamp goes through sec + nanosec and back: equal to within float resolution, not bit for bit.
+        self.wait_until(lambda: self.node._sync.latest is not None and abs(self.node._sync.latest.stamp - stamp) < 1e-6
                         and len(self.node._infos) == len(NAMES), "the node to hold the image set")
         return sent
 
