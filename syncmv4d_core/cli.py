@@ -29,7 +29,8 @@ def _synth(args: argparse.Namespace) -> None:
     check_image_size(args.height, args.width, "--height/--width")
     check_points(args.points, "--points")
     cfg = SynthConfig(num_frames=args.frames, height=args.height, width=args.width, num_points=args.points)
-    write_scenes(args.out, num_scenes=args.scenes, seed=args.seed, config=cfg, progress=True, split=args.split)
+    write_scenes(args.out, num_scenes=args.scenes, seed=args.seed, config=cfg, progress=True, split=args.split,
+                 actions_per_layout=args.actions_per_layout)
 
 
 def _show(args: argparse.Namespace) -> None:
@@ -227,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=64, help="image width in pixels")
     p.add_argument("--points", type=int, default=1600, help="tracked surface points K")
     p.add_argument("--split", choices=META_SPLITS, help="only triplets of this split (test = held-out objects/actions)")
+    p.add_argument("--actions-per-layout", type=int, default=1,
+                   help="act each layout out with up to this many actions on the same tool, as consecutive scenes "
+                        "(groups that differ only in the task text)")
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("show", help="contact sheet of a scene's views over time with tracks + a 3D track plot")

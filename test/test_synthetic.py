@@ -9,7 +9,8 @@ import pytest
 from syncmv4d_core.cameras import Camera
 from syncmv4d_core.data import render
 from syncmv4d_core.data.synthetic import (
-    ACTIONS, HELDOUT, SynthConfig, describe, generate_scene, sample_triplet, scene_seed, split_of, write_scenes,
+    ACTIONS, HELDOUT, SynthConfig, describe, generate_scene, other_actions, sample_triplet, scene_seed, split_of,
+    write_scenes,
 )
 from syncmv4d_core.scene import HAND, TARGET, TOOL, Scene
 from syncmv4d_core.visualize import render_preview, visible_tracks
@@ -173,6 +174,40 @@ def test_write_scenes_round_trip(tmp_path):
         write_scenes(tmp_path / "none", 0)
     with pytest.raises(ValueError, match="split"):
         write_scenes(tmp_path / "bad", 1, split="validation")
+
+
+def test_other_actions_act_on_the_same_tool():
+    assert other_actions(("lift", "cup", None), "train") == [
+        ("rotate", "cup", None), ("push", "cup", "bowl"), ("pour", "cup", "bowl"), ("place", "cup", "plate")]
+    assert other_actions(("push", "cup", "tray")) == [
+        ("lift", "cup", None), ("rotate", "cup", None), ("pour", "cup", "bowl"), ("place", "cup", "tray")]
+    assert other_actions(("cut", "knife", "bread")) == []  # the knife only cuts
+    for triplet in other_actions(("pour", "bottle", "bowl"), "train"):
+        assert split_of(dict(zip(("action", "tool", "target"), triplet))) == "train"
+
+
+def test_write_scenes_groups_actions_per_layout(tmp_path):
+    cfg = SynthConfig(num_frames=5, height=32, width=32, num_points=64)
+    paths = write_scenes(tmp_path / "out", num_scenes=7, seed=3, config=cfg, split="train", actions_per_layout=3)
+    scenes = [Scene.load(p) for p in paths]
+    assert len(scenes) == 7 and all(s.meta["split"] == "train" for s in scenes)
+    groups: dict[int, list[Scene]] = {}
+    for s in scenes:
+        groups.setdefault(s.meta["seed"], []).append(s)
+    assert list(groups) == [scene_seed(3, i) for i in range(len(groups))]  # layouts in order, scenes consecutive
+    last = list(groups)[-1]
+    for seed, group in groups.items():
+        first = group[0]
+        drawn = tuple(generate_scene(seed, cfg, split="train").meta[k] for k in ("action", "tool", "target"))
+        expected = [drawn, *other_actions(drawn, "train")][:3]
+        got = [(s.meta["action"], s.meta["tool"], s.meta["target"]) for s in group]
+        assert got == (expected[:len(got)] if seed == last else expected)  # only the last group may be cut short
+        for s in group[1:]:  # another action on the same layout: the same cameras, another motion
+            assert s.text != first.text and s.meta["tool"] == first.meta["tool"]
+            assert all(a.K.tolist() == b.K.tolist() for a, b in zip(s.cameras, first.cameras))
+            assert not np.allclose(s.tracks_world[-1], first.tracks_world[-1], atol=0.01)
+    with pytest.raises(ValueError, match="actions_per_layout"):
+        write_scenes(tmp_path / "bad", 1, actions_per_layout=0)
 
 
 def test_render_preview(tmp_path, scene):

@@ -306,6 +306,22 @@ def test_train_outputs_and_weights_only_checkpoints(objective, data, tmp_path):
         train(make_config(data, out))
 
 
+def test_init_weights_start_a_fresh_run_from_trained_weights(objective, data, tmp_path):
+    def one_step(out, **changes):
+        config = make_config(data, out, val_root=None, grad_accum=1, seed=5,
+                             stages=[StageConfig("joint", steps=1, lr=1e-12, warmup_steps=0)], **changes)
+        return load_weights(train(config))
+
+    trained = load_weights(train(make_config(data, tmp_path / "trained", val_root=None)))
+    fresh = one_step(tmp_path / "fresh")
+    tuned = one_step(tmp_path / "tuned", init_weights=str(tmp_path / "trained" / "checkpoints"))
+    assert not torch.allclose(fresh["mjd.0.weight"], trained["mjd.0.weight"])  # seed 5 alone starts elsewhere
+    for name, tensor in trained.items():
+        torch.testing.assert_close(tuned[name], tensor, rtol=0, atol=1e-9)
+    with pytest.raises(FileNotFoundError, match="no weights at .*missing"):
+        one_step(tmp_path / "bad", init_weights=str(tmp_path / "missing"))
+
+
 def test_training_lowers_the_loss(objective, data, tmp_path):
     config = make_config(data, tmp_path, val_root=None, grad_accum=1, ckpt_every=100,
                          stages=[StageConfig("warmup_mjd", steps=40, lr=3e-2, warmup_steps=2)])

@@ -706,22 +706,46 @@ def scene_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
+def other_actions(triplet: tuple[str, str, str | None], split: str | None = None) -> list[tuple[str, str, str | None]]:
+    """The triplets that act on the same tool with another action of the vocabulary (and of
+    ``split`` if given), keeping the target where the action takes it (else its first one of
+    the split), in ``ACTIONS`` order; e.g. ``("lift", "cup", None)`` -> rotate, push, pour,
+    place the cup."""
+    _, tool, target = triplet
+    found = []
+    for action, (_, tools, targets) in ACTIONS.items():
+        if action == triplet[0] or tool not in tools:
+            continue
+        options = [target] if target in targets else list(targets) or [None]
+        options = [t for t in options
+                   if split is None or split_of({"action": action, "tool": tool, "target": t}) == split]
+        if options:
+            found.append((action, tool, options[0]))
+    return found
+
+
 def write_scenes(out: str | Path, num_scenes: int, seed: int = 0, config: SynthConfig | None = None,
-                 progress: bool = False, split: str | None = None, workers: int = 4) -> list[Path]:
+                 progress: bool = False, split: str | None = None, workers: int = 4,
+                 actions_per_layout: int = 1) -> list[Path]:
     """Generate ``num_scenes`` scenes and save them as ``out/scene_00000`` ...
 
     Args:
         out: output directory.
         num_scenes: number of scenes.
-        seed: set seed; scene i uses ``scene_seed(seed, i)`` (stored in its meta).
+        seed: set seed; layout i uses ``scene_seed(seed, i)`` (stored in its meta).
         config: generator settings.
         progress: show a tqdm progress bar.
         split: "train" / "test" to draw only triplets of that split (``HELDOUT``), None for all.
         workers: threads that encode and write finished scenes while the next ones render.
+        actions_per_layout: each layout (objects, placement, look) is acted out by its drawn
+            triplet and then by up to ``actions_per_layout - 1`` of its ``other_actions``, as
+            consecutive scenes: groups whose references look alike and whose motions differ only
+            as their task texts do (1: every scene its own layout).
     Returns:
         The scene directories, in order.
     """
     check_int(num_scenes, "num_scenes", 1, MAX_SCENES)
+    check_int(actions_per_layout, "actions_per_layout", 1, len(ACTIONS))
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
     config = config or SynthConfig()
@@ -732,11 +756,22 @@ def write_scenes(out: str | Path, num_scenes: int, seed: int = 0, config: SynthC
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending = []
-        for i in tqdm(range(num_scenes), desc="synth", unit="scene", disable=not progress):
-            scene = generate_scene(scene_seed(seed, i), config, split)
-            pending.append(pool.submit(scene.save, paths[i]))
-            while len(pending) > 2 * workers:  # bound the memory held by scenes waiting to be written
-                pending.pop(0).result()
+        written, layout = 0, 0
+        with tqdm(total=num_scenes, desc="synth", unit="scene", disable=not progress) as bar:
+            while written < num_scenes:
+                layout_seed = scene_seed(seed, layout)
+                scene = generate_scene(layout_seed, config, split)
+                drawn = (scene.meta["action"], scene.meta["tool"], scene.meta["target"])
+                variants = other_actions(drawn, split)[:actions_per_layout - 1]
+                for triplet in [None, *variants][:num_scenes - written]:
+                    if triplet is not None:
+                        scene = generate_scene(layout_seed, config, triplet=triplet)
+                    pending.append(pool.submit(scene.save, paths[written]))
+                    written += 1
+                    bar.update()
+                    while len(pending) > 2 * workers:  # bound the memory held by scenes waiting to be written
+                        pending.pop(0).result()
+                layout += 1
         for job in pending:
             job.result()
     logger.info("wrote %d scenes to %s", num_scenes, out)

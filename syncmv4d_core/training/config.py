@@ -125,6 +125,9 @@ class TrainConfig:
     # ---- run
     out_dir: str = "runs/tiny"  # checkpoints/, log.csv, val_log.csv, loss.png, tensorboard/
     seed: int = 0  # model init, data order, views, noise
+    # trained weights that start a fresh run (fine-tuning): a weights directory (save_pretrained), a
+    # checkpoint or a checkpoints root; their model config must be ``model``'s. Unused on resume.
+    init_weights: str | None = None
     model: dict = field(default_factory=dict)  # passed to SyncMV4DModel.from_config
     stages: list[StageConfig] = field(default_factory=list)  # run in order
     # End the run after this stage (its checkpoint is written); --resume then starts the next one.

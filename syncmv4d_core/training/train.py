@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from ..data.dataset import SceneDataset, collate_scenes
 from ..fileio import atomic_write, atomic_write_json
-from ..models.syncmv4d import check_state_dict
+from ..models.syncmv4d import check_state_dict, load_weights
 from .checkpoint import (
     CONFIG_FILE, MODEL_FILE, STATE_FILE, begin_checkpoint, checkpoint_name, commit_checkpoint, complete_checkpoints,
     load_resume_point, partial_dir, rng_file, rng_state, save_state, save_weights, set_rng_state,
@@ -388,6 +388,11 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         model.load_trained_state_dict(weights, f"checkpoint {ckpt}")  # frozen Wan parts come from wan_dir
         counters = {k: int(state[k]) for k in counters}
         logger.info("resuming from %s (stage %d, step %d)", ckpt, counters["stage_index"], counters["stage_step"])
+    elif config.init_weights is not None:  # fine-tuning: a fresh run from trained weights
+        initial = load_weights(config.init_weights)
+        check_state_dict(model, initial, config.init_weights)
+        model.load_trained_state_dict(initial, f"init_weights {config.init_weights}")
+        logger.info("starting from the weights in %s", config.init_weights)
 
     # 3. Per-process randomness (dropout: global torch RNG; the objective's draws: generator).
     seed = process_seed(config.seed, rank)
