@@ -19,8 +19,9 @@ uses one of them.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -724,6 +725,18 @@ def other_actions(triplet: tuple[str, str, str | None], split: str | None = None
     return found
 
 
+def _acted_layouts(seed: int, config: SynthConfig, split: str | None, actions_per_layout: int) -> Iterator[Scene]:
+    """Endless scenes of ``write_scenes``: layout i (``scene_seed(seed, i)``) with its drawn
+    triplet, then with up to ``actions_per_layout - 1`` of its ``other_actions``."""
+    for layout in itertools.count():
+        layout_seed = scene_seed(seed, layout)
+        scene = generate_scene(layout_seed, config, split)
+        yield scene
+        drawn = (scene.meta["action"], scene.meta["tool"], scene.meta["target"])
+        for triplet in other_actions(drawn, split)[:actions_per_layout - 1]:
+            yield generate_scene(layout_seed, config, triplet=triplet)
+
+
 def write_scenes(out: str | Path, num_scenes: int, seed: int = 0, config: SynthConfig | None = None,
                  progress: bool = False, split: str | None = None, workers: int = 4,
                  actions_per_layout: int = 1) -> list[Path]:
@@ -756,22 +769,11 @@ def write_scenes(out: str | Path, num_scenes: int, seed: int = 0, config: SynthC
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending = []
-        written, layout = 0, 0
-        with tqdm(total=num_scenes, desc="synth", unit="scene", disable=not progress) as bar:
-            while written < num_scenes:
-                layout_seed = scene_seed(seed, layout)
-                scene = generate_scene(layout_seed, config, split)
-                drawn = (scene.meta["action"], scene.meta["tool"], scene.meta["target"])
-                variants = other_actions(drawn, split)[:actions_per_layout - 1]
-                for triplet in [None, *variants][:num_scenes - written]:
-                    if triplet is not None:
-                        scene = generate_scene(layout_seed, config, triplet=triplet)
-                    pending.append(pool.submit(scene.save, paths[written]))
-                    written += 1
-                    bar.update()
-                    while len(pending) > 2 * workers:  # bound the memory held by scenes waiting to be written
-                        pending.pop(0).result()
-                layout += 1
+        scenes = itertools.islice(_acted_layouts(seed, config, split, actions_per_layout), num_scenes)
+        for path, scene in zip(paths, tqdm(scenes, total=num_scenes, desc="synth", unit="scene", disable=not progress)):
+            pending.append(pool.submit(scene.save, path))
+            while len(pending) > 2 * workers:  # bound the memory held by scenes waiting to be written
+                pending.pop(0).result()
         for job in pending:
             job.result()
     logger.info("wrote %d scenes to %s", num_scenes, out)
