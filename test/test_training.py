@@ -320,6 +320,14 @@ def test_init_weights_start_a_fresh_run_from_trained_weights(objective, data, tm
         torch.testing.assert_close(tuned[name], tensor, rtol=0, atol=1e-9)
     with pytest.raises(FileNotFoundError, match="no weights at .*missing"):
         one_step(tmp_path / "bad", init_weights=str(tmp_path / "missing"))
+    # same tensor shapes, other settings: refused, naming the entry; a fine-tunable entry may change
+    with pytest.raises(ValueError, match=r"init_weights .*trained with another model config \(hidden_act: "
+                                         r"saved None, this run 'tanh'\)"):
+        one_step(tmp_path / "other", init_weights=str(tmp_path / "trained" / "checkpoints"),
+                 model={"hidden": 16, "hidden_act": "tanh"})
+    relabelled = one_step(tmp_path / "relabelled", init_weights=str(tmp_path / "trained" / "checkpoints"),
+                          model={"hidden": 16, "label_weight": 0.5})
+    torch.testing.assert_close(relabelled["mjd.0.weight"], trained["mjd.0.weight"], rtol=0, atol=1e-9)
 
 
 def test_training_lowers_the_loss(objective, data, tmp_path):

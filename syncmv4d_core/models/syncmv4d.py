@@ -213,9 +213,11 @@ class SyncMV4DModel(nn.Module):
                 out[key] = value
         return out
 
-    def load_trained_state_dict(self, state_dict: dict[str, Tensor], where: str = "checkpoint") -> None:
-        """Load weights saved by ``trained_state_dict`` (or a full state dict): every key that is not
-        referenced from ``wan_dir`` must be present, and no unknown key."""
+    def load_trained_state_dict(self, state_dict: dict[str, Tensor], where: str | Path = "checkpoint") -> None:
+        """Load weights saved by ``trained_state_dict`` (or a full state dict): every tensor must have
+        this model's shape, every key that is not referenced from ``wan_dir`` must be present, and no
+        unknown key. ``where`` (the weights' file) names them in the ValueError."""
+        check_state_dict(self, state_dict, where)
         missing, unexpected = self.load_state_dict(state_dict, strict=False)
         refs = tuple(self.referenced_modules())
         missing = [k for k in missing if not k.startswith(refs)]
@@ -239,22 +241,13 @@ class SyncMV4DModel(nn.Module):
         directory, or a ``checkpoints/`` root whose ``latest`` names one). Safetensors only:
         loading never executes code. ``wan_dir`` replaces the saved config's (a moved Wan copy)."""
         directory = resolve_checkpoint_dir(directory)
-        for name in (MODEL_FILE, CONFIG_FILE):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"checkpoint {directory} lacks {name} (expected {MODEL_FILE} + {CONFIG_FILE})")
-        try:
-            config = json.loads((directory / CONFIG_FILE).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{directory / CONFIG_FILE}: invalid JSON ({exc})") from None
-        if not isinstance(config, dict) or "model" not in config:
-            raise ValueError(f"{directory / CONFIG_FILE} has no 'model' entry: not a syncmv4d checkpoint")
-        model_config = dict(config["model"])
+        if not (directory / MODEL_FILE).is_file():
+            raise FileNotFoundError(f"checkpoint {directory} lacks {MODEL_FILE} (expected {MODEL_FILE} + {CONFIG_FILE})")
+        model_config = saved_model_config(directory)
         if wan_dir is not None:
             model_config["wan_dir"] = str(wan_dir)
         model = cls.from_config(model_config, load_wan_weights=False)
-        weights = load_weights(directory)
-        check_state_dict(model, weights, directory / MODEL_FILE)
-        model.load_trained_state_dict(weights, f"checkpoint {directory}")
+        model.load_trained_state_dict(load_weights(directory), directory / MODEL_FILE)
         return model.to(device).eval()
 
     @property
@@ -319,6 +312,41 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
                          "(truncated or not a safetensors file)") from None
 
 
+def saved_model_config(directory: str | Path) -> dict:
+    """The ``"model"`` entry of ``<directory>/config.json`` (``save_pretrained`` or a training checkpoint;
+    a checkpoints root follows ``latest``). FileNotFoundError / ValueError name the file."""
+    path = resolve_checkpoint_dir(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path.parent} lacks {CONFIG_FILE} (expected {MODEL_FILE} + {CONFIG_FILE})")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: invalid JSON ({exc})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise ValueError(f"{path} has no 'model' entry: not a syncmv4d checkpoint")
+    return dict(config["model"])
+
+
+# Model config entries a fine-tuning run may change: where the Wan copy lies, the objectives' weights
+# and draws, and sampling. Every other entry (the networks, the codec, the text encoder) decides what
+# the weights mean.
+FINE_TUNABLE_KEYS = ("wan_dir", "flow_shift", "timestep_shift", "ref_drop", "text_drop", "chamfer_weight",
+                     "label_weight", "final_sigma", "num_tracks")
+
+
+def check_same_networks(saved: dict, config: dict, where: str | Path) -> None:
+    """ValueError naming ``where`` and each model config entry outside ``FINE_TUNABLE_KEYS`` in which the
+    weights' saved config (``saved``) and ``config`` differ (compared as JSON: tuples equal lists)."""
+    def plain(cfg: dict) -> dict:
+        return {k: v for k, v in json.loads(json.dumps(cfg)).items() if k not in FINE_TUNABLE_KEYS}
+
+    saved, config = plain(saved), plain(config)
+    differ = sorted(k for k in saved.keys() | config.keys() if saved.get(k) != config.get(k))
+    if differ:
+        detail = "; ".join(f"{k}: saved {saved.get(k)!r}, this run {config.get(k)!r}" for k in differ)
+        raise ValueError(f"{where} was trained with another model config ({detail})")
+
+
 def check_state_dict(model: nn.Module, weights: dict[str, Tensor], path: str | Path) -> None:
     """ValueError naming ``path`` and the first tensor whose shape differs from ``model``'s."""
     own = model.state_dict()
@@ -346,6 +374,6 @@ def check_network_size(build, config, what: str) -> None:
 
 
 __all__ = ["SyncMV4DModel", "DEFAULT_CONFIG", "merge_config", "read_wan_scheduler", "wan_mjd_config", "save_weights",
-           "load_weights", "check_state_dict",
+           "load_weights", "check_state_dict", "saved_model_config", "check_same_networks", "FINE_TUNABLE_KEYS",
            "check_network_size",
            "resolve_checkpoint_dir", "MODEL_FILE", "CONFIG_FILE", "LATEST"]

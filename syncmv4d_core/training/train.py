@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from ..data.dataset import SceneDataset, collate_scenes
 from ..fileio import atomic_write, atomic_write_json
-from ..models.syncmv4d import check_state_dict, load_weights
+from ..models.syncmv4d import check_same_networks, load_weights, saved_model_config
 from .checkpoint import (
     CONFIG_FILE, MODEL_FILE, STATE_FILE, begin_checkpoint, checkpoint_name, commit_checkpoint, complete_checkpoints,
     load_resume_point, partial_dir, rng_file, rng_state, save_state, save_weights, set_rng_state,
@@ -384,13 +384,14 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     if ckpt is not None:
         if state.get("model_config") != model.config:
             logger.warning("the checkpoint's model config differs from the current one; loading its weights anyway")
-        check_state_dict(model, weights, ckpt / MODEL_FILE)
-        model.load_trained_state_dict(weights, f"checkpoint {ckpt}")  # frozen Wan parts come from wan_dir
+        model.load_trained_state_dict(weights, ckpt / MODEL_FILE)  # frozen Wan parts come from wan_dir
         counters = {k: int(state[k]) for k in counters}
         logger.info("resuming from %s (stage %d, step %d)", ckpt, counters["stage_index"], counters["stage_step"])
     elif config.init_weights is not None:  # fine-tuning: a fresh run from trained weights
         initial = load_weights(config.init_weights)
-        check_state_dict(model, initial, config.init_weights)
+        if Path(config.init_weights).is_dir():  # a bare .safetensors file has no config to compare
+            check_same_networks(saved_model_config(config.init_weights), model.config,
+                                f"init_weights {config.init_weights}")
         model.load_trained_state_dict(initial, f"init_weights {config.init_weights}")
         logger.info("starting from the weights in %s", config.init_weights)
 
