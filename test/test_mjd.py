@@ -347,3 +347,31 @@ def test_prediction_type_is_validated():
         preset("tiny", prediction_type="sample", sigma_data=0.5)
     with pytest.raises(ValueError, match="video_from_reference"):
         preset("tiny", video_from_reference=True)
+
+
+def test_pooled_text_modulation_starts_silent_and_then_steers_every_token():
+    """pooled_text: the mean of each text's own tokens (padding excluded) modulates the blocks; its
+    zero-initialised output layer leaves a trained model's outputs unchanged until it is trained."""
+    from syncmv4d_core.models.mjd import pool_text
+
+    tokens = torch.zeros(2, 5, 3)
+    tokens[0, :2] = torch.tensor([[1.0, 2.0, 3.0], [3.0, 0.0, 1.0]])
+    torch.testing.assert_close(pool_text(tokens), torch.tensor([[2.0, 1.0, 2.0], [0.0, 0.0, 0.0]]))
+
+    torch.manual_seed(0)
+    plain = MJDTransformer(preset("tiny")).eval()
+    pooled = MJDTransformer(preset("tiny", pooled_text=True)).eval()
+    missing, unexpected = pooled.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == [f"pooled_text_embedder.{i}.{p}" for i in (0, 2) for p in ("bias", "weight")]
+    assert not unexpected
+    video, motion, text = _inputs()
+    t = torch.tensor([500.0])
+    with torch.no_grad():
+        before = plain(video, motion, t, text)
+        torch.testing.assert_close(pooled(video, motion, t, text).video_velocity, before.video_velocity)
+        torch.nn.init.normal_(pooled.pooled_text_embedder[-1].weight, std=0.5)
+        after = pooled(video, motion, t, text)
+        shifted = pooled(video, motion, t, text * 2.0)  # another pooled text
+    for field in ("video_velocity", "motion_velocity", "depth_range"):
+        assert not torch.allclose(getattr(after, field), getattr(before, field), atol=1e-4)
+        assert not torch.allclose(getattr(shifted, field), getattr(after, field), atol=1e-4)

@@ -144,6 +144,22 @@ def test_checkpoint_round_trip_and_missing_checkpoint(model, scene, tmp_path):
         SyncMV4DPipeline.from_checkpoint(tmp_path / "missing")
 
 
+def test_extended_from_pretrained_adds_modules_and_keeps_the_trained_ones(model, tmp_path):
+    model.save_pretrained(tmp_path / "ckpt")
+    extended = SyncMV4DModel.extended_from_pretrained(tmp_path / "ckpt", mjd={"pooled_text": True})
+    assert extended.config["mjd"]["pooled_text"] and not model.config["mjd"].get("pooled_text", False)
+    trained, new = model.state_dict(), extended.state_dict()
+    assert sorted(k for k in new if k not in trained) == [f"mjd.pooled_text_embedder.{i}.{p}" for i in (0, 2)
+                                                          for p in ("bias", "weight")]
+    for name, tensor in trained.items():
+        assert torch.equal(new[name], tensor), name
+    assert not new["mjd.pooled_text_embedder.2.weight"].any()  # starts silent
+    with pytest.raises(ValueError, match=r"\{'mjd': \{'motion': False\}\} removes trained tensors of .*model.safetensors"):
+        SyncMV4DModel.extended_from_pretrained(tmp_path / "ckpt", mjd={"motion": False})
+    with pytest.raises(ValueError, match="model config entry 'num_tracks' is not a mapping"):
+        SyncMV4DModel.extended_from_pretrained(tmp_path / "ckpt", num_tracks={"x": 1})
+
+
 def test_fusion_and_anchor_identity(scene):
     cams = [scene.cameras[i] for i in VIEWS]
     ranges = pseudo_video.depth_range_from_tracks(scene.tracks_world, cams)

@@ -92,6 +92,10 @@ class MJDConfig(ConfigMixin):
     # repeated over the latent frames + output) in views that have a reference, so a static
     # background costs the network nothing.
     video_from_reference: bool = False
+    # Pooled-text modulation: the mean of the text tokens, through a zero-initialised MLP, is added to
+    # the timestep embedding, so the task text shifts and scales every token in every block (adaLN,
+    # DiT's strongest class conditioning) besides reaching them through cross-attention (``attn2``).
+    pooled_text: bool = False
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
@@ -348,6 +352,8 @@ class MJDTransformer(nn.Module):
             n_special = cfg.num_scale_tokens + cfg.num_register_tokens
             self.special_tokens = nn.Parameter(torch.randn(n_special, dim) * 0.02)
             self.depth_head = nn.Linear(dim, 1)
+        if cfg.pooled_text:
+            self.pooled_text_embedder = nn.Sequential(nn.Linear(cfg.text_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.init_new_modules()
 
     # ------------------------------------------------------------------ construction
@@ -366,7 +372,8 @@ class MJDTransformer(nn.Module):
         """Initialise new modules from the (pretrained) Wan ones so the video output equals Wan's.
 
         Inter-view attention copies ``attn1`` and has a zero gate; motion modules copy their video
-        counterparts (both modalities are Wan-VAE latents); gates and the view embedding are zero.
+        counterparts (both modalities are Wan-VAE latents); gates, the view embedding and the pooled-text
+        embedder's output layer are zero.
         """
         cfg = self.config
         for block in self.blocks:
@@ -383,6 +390,9 @@ class MJDTransformer(nn.Module):
             self.motion_time_proj.load_state_dict(self.condition_embedder.time_proj.state_dict())
             self.motion_proj_out.load_state_dict(self.proj_out.state_dict())
             self.motion_out_scale_shift_table.copy_(self.scale_shift_table)
+        if cfg.pooled_text:
+            nn.init.zeros_(self.pooled_text_embedder[-1].weight)
+            nn.init.zeros_(self.pooled_text_embedder[-1].bias)
 
     @classmethod
     def from_wan(cls, local_dir: str | Path, config: MJDConfig | None = None, **changes) -> "MJDTransformer":
@@ -491,6 +501,9 @@ class MJDTransformer(nn.Module):
         # 2. Condition embeddings for t and for t = 0 (reference frame): (2B, d), (2B, 6d)
         times = torch.cat([timestep, torch.zeros_like(timestep)])
         temb, tproj, text, _ = self.condition_embedder(times, encoder_hidden_states)
+        if cfg.pooled_text:
+            temb = temb + self.pooled_text_embedder(pool_text(encoder_hidden_states)).repeat(2, 1)
+            tproj = self.condition_embedder.time_proj(self.condition_embedder.act_fn(temb))
         tproj = tproj.unflatten(1, (6, -1))
         has_ref = (ref_mask if ref_mask is not None else torch.zeros(b, v, dtype=torch.bool,
                                                                      device=video.device)).reshape(n)
@@ -535,6 +548,13 @@ class MJDTransformer(nn.Module):
         return MJDOutput(video_velocity, motion_velocity, depth_range.reshape(b, v, cfg.num_scale_tokens))
 
 
+def pool_text(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, L, text_dim) text tokens, zero after each text's last token -> (B, text_dim) their mean
+    over the text's own tokens (zeros for a text with none)."""
+    own = (tokens != 0).any(-1, keepdim=True).to(tokens.dtype)  # (B, L, 1)
+    return (tokens * own).sum(1) / own.sum(1).clamp(min=1)
+
+
 def wan_reference_model(config: MJDConfig) -> WanTransformer3DModel:
     """A ``WanTransformer3DModel`` with the Wan part of ``config`` (used to check MJD against Wan)."""
     return WanTransformer3DModel(**config.wan_kwargs())
@@ -547,4 +567,4 @@ def patch_tokens_per_view(config: MJDConfig, latent_frames: int, latent_height: 
 
 
 __all__ = ["MJDConfig", "MJDOutput", "MJDTransformer", "MJDBlock", "PRESETS", "preset",
-           "patch_tokens_per_view", "wan_reference_model"]
+           "patch_tokens_per_view", "pool_text", "wan_reference_model"]

@@ -250,6 +250,27 @@ class SyncMV4DModel(nn.Module):
         model.load_trained_state_dict(load_weights(directory), directory / MODEL_FILE)
         return model.to(device).eval()
 
+    @classmethod
+    def extended_from_pretrained(cls, directory: str | Path, **changes: dict) -> "SyncMV4DModel":
+        """Trained weights in a model whose config adds modules, for fine-tuning them in (e.g.
+        ``mjd={"pooled_text": True}``): each change updates that model config entry; every saved tensor
+        must fit the new model and the new model's other tensors keep their initialisation (the new
+        modules of MJD / DPA start as no-ops). ValueError naming the change when it drops or reshapes
+        a trained tensor."""
+        directory = resolve_checkpoint_dir(directory)
+        config = saved_model_config(directory)
+        for key, change in changes.items():
+            if not isinstance(config.get(key), dict):
+                raise ValueError(f"model config entry {key!r} is not a mapping in {directory / CONFIG_FILE}")
+            config[key] = {**config[key], **change}
+        model = cls.from_config(config, load_wan_weights=False)
+        weights = load_weights(directory)
+        check_state_dict(model, weights, directory / MODEL_FILE)
+        _, unexpected = model.load_state_dict(weights, strict=False)
+        if unexpected:
+            raise ValueError(f"{changes} removes trained tensors of {directory / MODEL_FILE}: {unexpected[:5]}")
+        return model.eval()
+
     @property
     def device(self) -> torch.device:
         """Where inputs go: the execution device under model CPU offload, else the MJD's device."""
