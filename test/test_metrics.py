@@ -184,3 +184,24 @@ def test_label_accuracy_counts_tracks_tied_within_2cm():
     assert out["label_acc"] == pytest.approx(100 * 2 / 3)  # the third tracks' label is wrong, the fourth not tied
     assert out["label_tied"] == pytest.approx(75.0)
     assert np.isnan(label_accuracy(pred[:, 3:], np.array([3]), gt, gt_labels)["label_acc"])
+
+
+def test_motion_video_frame0_scores_drawn_pixels_and_their_depth():
+    from syncmv4d_core.evaluation.metrics import motion_video_frame0
+
+    true = np.zeros((2, 8, 8, 3))
+    true[:, 2:6, 2:6] = (0.5, 0.5, 0.5)                       # 16 drawn pixels per view, B = 0.5
+    ranges = np.array([[0.8, 1.2], [0.9, 1.1]])                # z = 1.0 m in both views
+    perfect = motion_video_frame0(true, ranges, true, ranges)
+    assert perfect == {"drawn0_precision": 100.0, "drawn0_recall": 100.0, "depth0_mm": 0.0}
+    pred = np.zeros_like(true)
+    pred[:, 2:4, 2:6] = (0.5, 0.5, 0.75)                       # half the true pixels, 5 cm / 2.5 cm deeper
+    pred[:, 0, 0] = (0.3, 0.3, 0.3)                            # one pixel the truth does not draw
+    got = motion_video_frame0(pred, ranges, true, ranges)
+    assert got["drawn0_precision"] == pytest.approx(100 * 16 / 18) and got["drawn0_recall"] == pytest.approx(50.0)
+    assert got["depth0_mm"] == pytest.approx(75.0)            # median of 8 x 100 mm (view 0) and 8 x 50 mm
+    empty = motion_video_frame0(np.zeros_like(true), ranges, true, ranges)
+    assert np.isnan(empty["drawn0_precision"]) and empty["drawn0_recall"] == 0.0 and np.isnan(empty["depth0_mm"])
+    with pytest.raises(ValueError, match=r"pred and true must be \(V, H, W, 3\) of one shape, got \(2, 8, 8, 3\) and "
+                                         r"\(1, 8, 8, 3\)"):
+        motion_video_frame0(pred, ranges, true[:1], ranges[:1])

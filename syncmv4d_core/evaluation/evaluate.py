@@ -97,6 +97,9 @@ REFERENCE_COLUMNS = {
     "completeness_mm": ("Comp. mm", ".1f", "mean distance of true points to the predicted set (second half), mm"),
     "moving_fraction": ("Moving %", ".1f", "% predicted tracks tied to a true track moving > 1 cm"),
     "static_fraction": ("Static px %", ".1f", "% pixels static in the true video (PSNR-static's pixels)"),
+    "drawn0_precision": ("Drawn@0 P %", ".1f", "% of the motion videos' drawn frame-0 pixels that the true tracks draw"),
+    "drawn0_recall": ("Drawn@0 R %", ".1f", "% of the true tracks' drawn frame-0 pixels that the motion videos draw"),
+    "depth0_mm": ("Depth@0 mm", ".1f", "median depth error of the motion videos' frame 0 on pixels drawn in both, mm"),
 }
 METRICS = (*VIDEO_COLUMNS, *KEEP_COLUMNS, *MOTION_COLUMNS, *SET_COLUMNS, *REFERENCE_COLUMNS)
 
@@ -293,10 +296,14 @@ def evaluate_scene(pred: Scene, gt: Scene, dino_dir: str | Path | None = None, c
 
     # 3. Multi-view consistency of the motion pseudo videos.
     if pred.pseudo_videos is None or pred.depth_ranges is None:
-        for key in ("RPE-MV", "PI-MV", "RPE-fused", "PI-fused"):
+        for key in ("RPE-MV", "PI-MV", "RPE-fused", "PI-fused", "drawn0_precision", "drawn0_recall", "depth0_mm"):
             unavailable[key] = "the prediction has no pseudo_videos and depth_ranges"
     else:
         values.update(_consistency(pred))
+        true_ranges = pseudo_video.depth_range_from_tracks(gt.tracks_world, pred.cameras)
+        true0 = pseudo_video.encode_views(gt.tracks_world[:1], pred.cameras, true_ranges)[:, 0]
+        pred0 = pred.pseudo_videos[:, 0] / 255.0  # uint8 (Scene)
+        values.update(M.motion_video_frame0(pred0, pred.depth_ranges, true0, true_ranges))
         if pred.num_views < 2:
             unavailable["RPE-MV"] = unavailable["PI-MV"] = "needs two or more views"
         for key in ("RPE-MV", "PI-MV", "RPE-fused", "PI-fused"):

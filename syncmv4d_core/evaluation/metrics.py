@@ -29,6 +29,13 @@ Identity-free motion over ALL generated tracks (issue 10; no track identity, any
           mean over frames t >= 1 of ||(p_t - p_0) - (g_t - g_0)|| in mm, over all tracks / over
           tracks tied to a true track that moves more than 1 cm; "_static" versions for the
           prediction's own frame 0 held still.
+
+Frame 0 of the motion pseudo videos (where the frame-0 geometry of the tracks comes from):
+    drawn0_precision / drawn0_recall  % of the predicted frame-0 pixels that are drawn (brightest
+          channel above the decoder's foreground threshold) and also drawn by the true tracks / of
+          the true drawn pixels that the prediction draws.
+    depth0_mm  median |z_pred - z_true| (camera z, mm) over the pixels drawn in both, each decoded
+          from B with its own depth range.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..cameras import Camera
+from ..pseudo_video import FOREGROUND_THRESHOLD
 
 
 def _check_tracks(pred: np.ndarray, gt: np.ndarray) -> None:
@@ -309,3 +317,30 @@ def identity_free_motion(pred: np.ndarray, gt: np.ndarray, radius: float = SURFA
     static = out["disp_moving_mm_static"]
     out["disp_moving_ratio"] = out["disp_moving_mm"] / static if static > 0 else float("nan")
     return out
+
+
+def motion_video_frame0(pred: np.ndarray, pred_ranges: np.ndarray, true: np.ndarray, true_ranges: np.ndarray,
+                        threshold: float = FOREGROUND_THRESHOLD) -> dict:
+    """Frame 0 of predicted motion pseudo videos against the ones the true tracks draw, same views.
+
+    Args:
+        pred, true: (V, H, W, 3) float frame-0 pseudo images in [0, 1].
+        pred_ranges, true_ranges: (V, 2) depth ranges (zmin, zmax), metres, B = (z - zmin) / (zmax - zmin).
+        threshold: a pixel is drawn when its brightest channel exceeds this (the decoder's rule).
+    Returns:
+        {"drawn0_precision", "drawn0_recall"} in %, {"depth0_mm"} mm (NaN where no pixel qualifies).
+    """
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    if pred.shape != true.shape or pred.ndim != 4 or pred.shape[-1] != 3:
+        raise ValueError(f"pred and true must be (V, H, W, 3) of one shape, got {pred.shape} and {true.shape}")
+    drawn_p, drawn_t = pred.max(-1) > threshold, true.max(-1) > threshold            # (V, H, W)
+    both = drawn_p & drawn_t
+
+    def depth(images, ranges):
+        ranges = np.asarray(ranges, np.float64)[:, None, None]                       # (V, 1, 1, 2)
+        return ranges[..., 0] + images[..., 2] * (ranges[..., 1] - ranges[..., 0])
+
+    err = np.abs(depth(pred, pred_ranges) - depth(true, true_ranges))[both]
+    return {"drawn0_precision": 100.0 * both.sum() / drawn_p.sum() if drawn_p.any() else float("nan"),
+            "drawn0_recall": 100.0 * both.sum() / drawn_t.sum() if drawn_t.any() else float("nan"),
+            "depth0_mm": 1e3 * float(np.median(err)) if err.size else float("nan")}
