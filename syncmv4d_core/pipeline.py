@@ -36,6 +36,7 @@ from .diffusion.closed_loop import (decode_coarse_tracks, encode_track_guidance,
 from .diffusion.flow import euler_step
 from .diffusion.sampling import impose_reference, make_scheduler, mjd_denoise_step
 from .models.codec import to_dtype
+from .models.mjd import camera_features
 from .models.syncmv4d import SyncMV4DModel
 from .pseudo_video import to_uint8
 from .scene import UNKNOWN, Scene
@@ -235,6 +236,9 @@ class SyncMV4DPipeline:
                 ref_mask[0, v] = True
         ref_latents = model.encode_videos(torch.from_numpy(refs).to(device))  # (1, V, C, 1, h, w)
         ref_mask = ref_mask.to(device)
+        camera = camera_features(torch.from_numpy(np.stack([c.K for c in cameras])),
+                                 torch.from_numpy(np.stack([c.world_T_cam for c in cameras])), width, height)
+        camera = camera[None].to(device)  # (1, V, 16)
 
         # 2. Schedulers (shared timesteps) and initial noise
         video_sched = make_scheduler(scheduler, flow_shift)
@@ -253,7 +257,7 @@ class SyncMV4DPipeline:
         total = total_steps or num_run
         for i in range(num_run):
             res = mjd_denoise_step(model.mjd, video_sched, motion_sched, i, video, motion, text_emb, uncond,
-                                   ref_latents, ref_mask, guidance, guidance_scale)
+                                   ref_latents, ref_mask, guidance, guidance_scale, camera)
             video, motion = res.video_latents, res.motion_latents
             if motion is not None:
                 depth = read_depth_ranges(res.depth_range)  # (1, V, 2) metres

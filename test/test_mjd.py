@@ -375,3 +375,69 @@ def test_pooled_text_modulation_starts_silent_and_then_steers_every_token():
     for field in ("video_velocity", "motion_velocity", "depth_range"):
         assert not torch.allclose(getattr(after, field), getattr(before, field), atol=1e-4)
         assert not torch.allclose(getattr(shifted, field), getattr(after, field), atol=1e-4)
+
+
+def _camera(width=64, height=48):
+    from syncmv4d_core.cameras import Camera
+
+    return Camera.look_at("cam", [0.6, -0.5, 0.5], [0.0, 0.0, 0.05], fov_y_deg=60.0, width=width, height=height)
+
+
+def test_camera_rays_pass_through_the_token_centres_in_the_world_frame():
+    """camera_rays: the ray of token (i, j) of a rows x cols grid leaves the camera centre and passes
+    through the 3D point Camera.unproject gives for that token's centre pixel; the features do not
+    depend on the image resolution."""
+    import numpy as np
+
+    from syncmv4d_core.models.mjd import camera_features, camera_rays
+
+    cam = _camera()
+    feats = camera_features(torch.tensor(cam.K)[None], torch.tensor(cam.world_T_cam)[None], cam.width, cam.height)
+    half = cam.resize(32, 24)
+    feats_half = camera_features(torch.tensor(half.K)[None], torch.tensor(half.world_T_cam)[None], 32, 24)
+    torch.testing.assert_close(feats, feats_half)
+    rows, cols = 3, 4
+    rays = camera_rays(feats.double(), rows, cols)[0]  # (rows*cols, 9)
+    for i, j in [(0, 0), (1, 2), (2, 3)]:
+        u, v = (j + 0.5) / cols * cam.width - 0.5, (i + 0.5) / rows * cam.height - 0.5
+        point = cam.unproject(np.array([[u, v]]), np.array([0.7]))[0]
+        direction = (point - cam.position) / np.linalg.norm(point - cam.position)
+        ray = rays[i * cols + j].numpy()
+        np.testing.assert_allclose(ray[:3], direction, atol=1e-6)
+        np.testing.assert_allclose(ray[6:], cam.position, atol=1e-6)
+        np.testing.assert_allclose(ray[3:6], np.cross(cam.position, direction), atol=1e-6)
+
+
+def test_camera_conditioning_starts_silent_then_follows_the_camera():
+    """camera_rays: zero-initialised embeddings leave a trained model's outputs unchanged; once trained,
+    another camera changes the video, motion and depth range; without the camera it is an error."""
+    from syncmv4d_core.models.mjd import camera_features
+
+    torch.manual_seed(0)
+    plain = MJDTransformer(preset("tiny")).eval()
+    conditioned = MJDTransformer(preset("tiny", camera_rays=True)).eval()
+    missing, unexpected = conditioned.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == [f"{m}.{p}" for m in ("camera_embedding", "ray_embedding") for p in ("bias", "weight")]
+    assert not unexpected
+    video, motion, text = _inputs()
+    t = torch.tensor([500.0])
+    cam = _camera()
+    one = camera_features(torch.tensor(cam.K), torch.tensor(cam.world_T_cam), cam.width, cam.height)
+    camera = one.expand(B, V, -1).clone()
+    moved = camera.clone()
+    moved[..., 9:12] += torch.tensor([0.1, 0.0, 0.2])  # the camera centres shifted
+    with torch.no_grad():
+        before = plain(video, motion, t, text)
+        silent = conditioned(video, motion, t, text, camera=camera)
+        for field in ("video_velocity", "motion_velocity", "depth_range"):
+            torch.testing.assert_close(getattr(silent, field), getattr(before, field))
+        for layer in (conditioned.ray_embedding, conditioned.camera_embedding):
+            torch.nn.init.normal_(layer.weight, std=0.5)
+        after = conditioned(video, motion, t, text, camera=camera)
+        other = conditioned(video, motion, t, text, camera=moved)
+    for field in ("video_velocity", "motion_velocity", "depth_range"):
+        assert not torch.allclose(getattr(other, field), getattr(after, field), atol=1e-4)
+    with pytest.raises(ValueError, match=r"camera_rays=True: camera must be \(B, V, 16\) = \(1, 3, 16\).*got None"):
+        conditioned(video, motion, t, text)
+    with pytest.raises(ValueError, match=r"camera must be .*got \(1, 2, 16\)"):
+        conditioned(video, motion, t, text, camera=camera[:, :2])

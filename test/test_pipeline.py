@@ -160,6 +160,25 @@ def test_extended_from_pretrained_adds_modules_and_keeps_the_trained_ones(model,
         SyncMV4DModel.extended_from_pretrained(tmp_path / "ckpt", num_tracks={"x": 1})
 
 
+def test_camera_conditioned_model_trains_its_camera_layers_and_generates(model, scene, tmp_path):
+    """camera_rays added to trained weights: the MJD losses reach the ray / camera embeddings, and the
+    pipeline hands the cameras to MJD (a silent start generates what the model without them does)."""
+    model.save_pretrained(tmp_path / "ckpt")
+    conditioned = SyncMV4DModel.extended_from_pretrained(tmp_path / "ckpt", mjd={"camera_rays": True})
+    for stage in ("warmup_mjd", "joint"):
+        conditioned.zero_grad(set_to_none=True)
+        compute_loss(conditioned, _batch(scene), stage, torch.Generator().manual_seed(0))["loss"].backward()
+        for layer in (conditioned.mjd.ray_embedding, conditioned.mjd.camera_embedding):
+            assert layer.weight.grad.abs().sum() > 0, stage
+    conditioned.zero_grad(set_to_none=True)
+    cams = [scene.cameras[i] for i in VIEWS]
+    images = [scene.videos[i, 0] for i in VIEWS]
+    plain = SyncMV4DPipeline(model)(images, cams, scene.text, num_frames=5, num_steps=2)
+    with_cameras = SyncMV4DPipeline(conditioned)(images, cams, scene.text, num_frames=5, num_steps=2)
+    np.testing.assert_array_equal(with_cameras.videos, plain.videos)
+    np.testing.assert_allclose(with_cameras.tracks_world, plain.tracks_world, atol=1e-5)
+
+
 def test_fusion_and_anchor_identity(scene):
     cams = [scene.cameras[i] for i in VIEWS]
     ranges = pseudo_video.depth_range_from_tracks(scene.tracks_world, cams)

@@ -99,7 +99,7 @@ def sample_to_velocity(x_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> 
 
 def mjd_velocity(mjd, video_latents: torch.Tensor, motion_latents: torch.Tensor | None, timestep: torch.Tensor,
                  text: torch.Tensor, ref_mask: torch.Tensor | None = None,
-                 motion_guidance: torch.Tensor | None = None):
+                 motion_guidance: torch.Tensor | None = None, camera: torch.Tensor | None = None):
     """MJD's prediction as velocities: the one call site of the MJD network for sampling and training.
 
     ``mjd.config`` says what the network output F means:
@@ -114,11 +114,12 @@ def mjd_velocity(mjd, video_latents: torch.Tensor, motion_latents: torch.Tensor 
 
     Args:
         mjd: an ``MJDTransformer``; the other arguments as its ``forward`` (timestep (B,) from
-            ``model_timestep``; video / motion latents (B, V, C, F', h, w)).
+            ``model_timestep``; video / motion latents (B, V, C, F', h, w); camera (B, V, 16)
+            ``models.mjd.camera_features``).
     Returns:
         its ``MJDOutput`` with video / motion velocities (B, V, C, F', h, w).
     """
-    out = mjd(video_latents, motion_latents, timestep, text, ref_mask, motion_guidance)
+    out = mjd(video_latents, motion_latents, timestep, text, ref_mask, motion_guidance, camera)
     cfg = mjd.config
     if cfg.sigma_data is None and cfg.prediction_type == "velocity":
         return out

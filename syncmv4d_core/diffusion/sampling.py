@@ -78,17 +78,18 @@ def _twice(x: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def guided_prediction(model, video, motion, timestep, text, uncond_text, ref_mask, motion_guidance,
-                      guidance_scale: float):
+                      guidance_scale: float, camera: torch.Tensor | None = None):
     """MJD prediction with classifier-free guidance on the text (one batched 2B pass).
 
     The depth range is taken from the conditional branch (it is a regression, not a velocity).
     """
     if uncond_text is None or guidance_scale == 1.0:
-        return mjd_velocity(model, video, motion, timestep, text, ref_mask, motion_guidance)
+        return mjd_velocity(model, video, motion, timestep, text, ref_mask, motion_guidance, camera)
     if uncond_text.shape[0] != text.shape[0]:
         uncond_text = uncond_text.expand(text.shape[0], -1, -1)
     out = mjd_velocity(model, _twice(video), _twice(motion), _twice(timestep),
-                       torch.cat([text, uncond_text.to(text.dtype)]), _twice(ref_mask), _twice(motion_guidance))
+                       torch.cat([text, uncond_text.to(text.dtype)]), _twice(ref_mask), _twice(motion_guidance),
+                       _twice(camera))
     b = video.shape[0]
     video_v = classifier_free_guidance(out.video_velocity[:b], out.video_velocity[b:], guidance_scale)
     if out.motion_velocity is None:
@@ -101,16 +102,18 @@ def guided_prediction(model, video, motion, timestep, text, uncond_text, ref_mas
 def mjd_denoise_step(model, video_scheduler, motion_scheduler, step: int, video_latents: torch.Tensor,
                      motion_latents: torch.Tensor | None, text: torch.Tensor, uncond_text: torch.Tensor | None,
                      ref_latents: torch.Tensor | None, ref_mask: torch.Tensor | None,
-                     motion_guidance: torch.Tensor | None, guidance_scale: float) -> MJDStepResult:
+                     motion_guidance: torch.Tensor | None, guidance_scale: float,
+                     camera: torch.Tensor | None = None) -> MJDStepResult:
     """Denoising step ``step`` (index into ``video_scheduler.timesteps``; both schedulers hold the
-    same timesteps). The reference latent is imposed on the input and again on the output."""
+    same timesteps). The reference latent is imposed on the input and again on the output; ``camera``
+    (B, V, 16) is ``models.mjd.camera_features`` of the views."""
     t = video_scheduler.timesteps[step]
     sigma = video_scheduler.sigmas[step].item()
     video_latents = impose_reference(video_latents, ref_latents, ref_mask)
     b = video_latents.shape[0]
     timestep = t.to(video_latents.device, torch.float32).expand(b)
     out = guided_prediction(model, video_latents, motion_latents, timestep, text, uncond_text, ref_mask,
-                            motion_guidance, guidance_scale)
+                            motion_guidance, guidance_scale, camera)
     video_x0 = estimate_x0(video_latents, out.video_velocity, sigma)
     video_next = video_scheduler.step(out.video_velocity, t, video_latents, return_dict=False)[0]
     video_next = impose_reference(video_next, ref_latents, ref_mask)

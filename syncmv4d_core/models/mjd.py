@@ -96,6 +96,11 @@ class MJDConfig(ConfigMixin):
     # the timestep embedding, so the task text shifts and scales every token in every block (adaLN,
     # DiT's strongest class conditioning) besides reaching them through cross-attention (``attn2``).
     pooled_text: bool = False
+    # Camera conditioning: each video / motion token gets the world ray through its centre (direction,
+    # moment o x d, origin o; ``camera_rays``) and each view's scale / register tokens its camera
+    # (``CAMERA_FEATURES`` numbers), both through zero-initialised linear layers, so the depth and the
+    # depth range can follow the known camera instead of being guessed from the pixels.
+    camera_rays: bool = False
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
@@ -354,6 +359,9 @@ class MJDTransformer(nn.Module):
             self.depth_head = nn.Linear(dim, 1)
         if cfg.pooled_text:
             self.pooled_text_embedder = nn.Sequential(nn.Linear(cfg.text_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        if cfg.camera_rays:
+            self.ray_embedding = nn.Linear(RAY_FEATURES, dim)
+            self.camera_embedding = nn.Linear(CAMERA_FEATURES, dim)
         self.init_new_modules()
 
     # ------------------------------------------------------------------ construction
@@ -372,8 +380,8 @@ class MJDTransformer(nn.Module):
         """Initialise new modules from the (pretrained) Wan ones so the video output equals Wan's.
 
         Inter-view attention copies ``attn1`` and has a zero gate; motion modules copy their video
-        counterparts (both modalities are Wan-VAE latents); gates, the view embedding and the pooled-text
-        embedder's output layer are zero.
+        counterparts (both modalities are Wan-VAE latents); gates, the view embedding, the pooled-text
+        embedder's output layer and the ray / camera embeddings are zero.
         """
         cfg = self.config
         for block in self.blocks:
@@ -393,6 +401,10 @@ class MJDTransformer(nn.Module):
         if cfg.pooled_text:
             nn.init.zeros_(self.pooled_text_embedder[-1].weight)
             nn.init.zeros_(self.pooled_text_embedder[-1].bias)
+        if cfg.camera_rays:
+            for layer in (self.ray_embedding, self.camera_embedding):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     @classmethod
     def from_wan(cls, local_dir: str | Path, config: MJDConfig | None = None, **changes) -> "MJDTransformer":
@@ -425,7 +437,7 @@ class MJDTransformer(nn.Module):
             state.update(load_file(str(shard)))
         result = model.load_state_dict(state, strict=False)
         new_prefixes = ("attn_view", "view_gate", "motion_", "cross_modal_gate", "view_embedding",
-                        "special_tokens", "depth_head")
+                        "special_tokens", "depth_head", "pooled_text_embedder", "ray_embedding", "camera_embedding")
         not_new = [k for k in result.missing_keys if not any(p in k for p in new_prefixes)]
         if not_new or result.unexpected_keys:
             raise ValueError(f"Wan weights in {tdir} do not match the config: missing {not_new[:5]}, "
@@ -439,7 +451,7 @@ class MJDTransformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # ------------------------------------------------------------------ forward
-    def _check_inputs(self, video, motion, timestep, text, ref_mask, guidance):
+    def _check_inputs(self, video, motion, timestep, text, ref_mask, guidance, camera):
         if video.ndim != 6:
             raise ValueError(f"video_latents must be (B, V, C, F', h, w), got shape {tuple(video.shape)}")
         b, v, c, f, h, w = video.shape
@@ -463,6 +475,10 @@ class MJDTransformer(nn.Module):
                              f"got {tuple(text.shape)}")
         if ref_mask is not None and ref_mask.shape != (b, v):
             raise ValueError(f"ref_mask must be (B, V) = ({b}, {v}), got {tuple(ref_mask.shape)}")
+        if self.config.camera_rays and (camera is None or camera.shape != (b, v, CAMERA_FEATURES)):
+            raise ValueError(f"this MJD has camera_rays=True: camera must be (B, V, {CAMERA_FEATURES}) = "
+                             f"({b}, {v}, {CAMERA_FEATURES}) (camera_features), got "
+                             f"{None if camera is None else tuple(camera.shape)}")
 
     def _unpatchify(self, x: torch.Tensor, f: int, h: int, w: int) -> torch.Tensor:
         """(N, F'*h'*w', C*p_t*p_h*p_w) tokens -> (N, C, F', h, w) latents (as Wan does)."""
@@ -472,7 +488,7 @@ class MJDTransformer(nn.Module):
 
     def forward(self, video_latents: torch.Tensor, motion_latents: torch.Tensor | None, timestep: torch.Tensor,
                 encoder_hidden_states: torch.Tensor, ref_mask: torch.Tensor | None = None,
-                motion_guidance: torch.Tensor | None = None) -> MJDOutput:
+                motion_guidance: torch.Tensor | None = None, camera: torch.Tensor | None = None) -> MJDOutput:
         """Predict video/motion velocities and per-view depth ranges.
 
         video_latents: (B, V, C, F', h, w) noisy video latents; where ``ref_mask`` is set, frame 0
@@ -484,9 +500,11 @@ class MJDTransformer(nn.Module):
             get timestep 0 (Wan TI2V per-token timesteps). None = no references.
         motion_guidance: (B, V, C, F', h, w) guidance latent ADDED to the motion input
             (Algorithm 1 line 9), or None.
+        camera: (B, V, CAMERA_FEATURES) ``camera_features`` of each view (needed with
+            ``camera_rays``; not read otherwise).
         """
         self._check_inputs(video_latents, motion_latents, timestep, encoder_hidden_states, ref_mask,
-                           motion_guidance)
+                           motion_guidance, camera)
         cfg = self.config
         b, v, c, f, h, w = video_latents.shape
         n = b * v
@@ -497,6 +515,10 @@ class MJDTransformer(nn.Module):
         # 1. Patch embedding: (B*V, C, F', h, w) -> (B*V, F'*h'*w', d) -> (B*V, F', h'*w', d)
         video = self.patch_embedding(video_latents.flatten(0, 1)).flatten(2).transpose(1, 2)
         groups = [video.reshape(n, t_tok, hw, -1).contiguous()]
+        if cfg.camera_rays:
+            cam = camera.flatten(0, 1).float()  # (N, CAMERA_FEATURES)
+            rays = self.ray_embedding(camera_rays(cam, h // p_h, w // p_w)).to(video.dtype)  # (N, h'*w', d)
+            groups[0] = groups[0] + rays[:, None]
 
         # 2. Condition embeddings for t and for t = 0 (reference frame): (2B, d), (2B, 6d)
         times = torch.cat([timestep, torch.zeros_like(timestep)])
@@ -520,7 +542,11 @@ class MJDTransformer(nn.Module):
             motion_in = motion_latents if motion_guidance is None else motion_latents + motion_guidance
             motion = self.motion_patch_embedding(motion_in.flatten(0, 1)).flatten(2).transpose(1, 2)
             special = self.special_tokens.to(video.dtype).expand(n, 1, -1, -1)  # (N, 1, t_s + t_r, d)
-            groups += [motion.reshape(n, t_tok, hw, -1).contiguous(), special]
+            motion = motion.reshape(n, t_tok, hw, -1)
+            if cfg.camera_rays:
+                motion = motion + rays[:, None]
+                special = special + self.camera_embedding(cam).to(video.dtype)[:, None, None]
+            groups += [motion.contiguous(), special]
             motion_tproj = self.motion_time_proj(self.condition_embedder.act_fn(temb[:b]))
             motion_tproj = motion_tproj.unflatten(1, (6, -1))[t_idx][:, None, None]  # (N, 1, 1, 6, d)
             mods += [motion_tproj, motion_tproj]
@@ -548,6 +574,44 @@ class MJDTransformer(nn.Module):
         return MJDOutput(video_velocity, motion_velocity, depth_range.reshape(b, v, cfg.num_scale_tokens))
 
 
+# The camera of a view as MJD reads it (``camera_features``): camera-to-world rotation (9) and camera
+# centre (3, metres) in the world frame, then the intrinsics as fractions of the image size
+# fx / W, fy / H and the principal point's position (cx + 0.5) / W, (cy + 0.5) / H.
+CAMERA_FEATURES = 16
+# Per token ray (``camera_rays``): unit direction d (3), moment o x d (3, metres), origin o (3, metres).
+RAY_FEATURES = 9
+
+
+def camera_features(intrinsics: torch.Tensor, world_T_cam: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """(..., 3, 3) pixel intrinsics and (..., 4, 4) camera-to-world poses of ``width`` x ``height``
+    images -> (..., CAMERA_FEATURES): independent of the image resolution (a resized camera gives the
+    same numbers)."""
+    fractions = torch.stack([intrinsics[..., 0, 0] / width, intrinsics[..., 1, 1] / height,
+                             (intrinsics[..., 0, 2] + 0.5) / width, (intrinsics[..., 1, 2] + 0.5) / height], -1)
+    return torch.cat([world_T_cam[..., :3, :3].flatten(-2), world_T_cam[..., :3, 3], fractions], -1).float()
+
+
+def camera_rays(camera: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """World rays through the centres of a ``rows`` x ``cols`` token grid over the image.
+
+    Args:
+        camera: (N, CAMERA_FEATURES) ``camera_features``.
+    Returns:
+        (N, rows * cols, RAY_FEATURES) direction (unit), moment o x d and origin o (metres), row-major
+        like the tokens.
+    """
+    rotation, origin = camera[:, :9].unflatten(1, (3, 3)), camera[:, 9:12]
+    fx, fy, px, py = camera[:, 12:].unbind(1)
+    v, u = torch.meshgrid((torch.arange(rows, device=camera.device) + 0.5) / rows,
+                          (torch.arange(cols, device=camera.device) + 0.5) / cols, indexing="ij")
+    x = (u.flatten()[None] - px[:, None]) / fx[:, None]  # (N, rows*cols), camera frame at depth 1
+    y = (v.flatten()[None] - py[:, None]) / fy[:, None]
+    direction = torch.stack([x, y, torch.ones_like(x)], -1) @ rotation.transpose(1, 2)  # world frame
+    direction = direction / direction.norm(dim=-1, keepdim=True)
+    origin = origin[:, None].expand_as(direction)
+    return torch.cat([direction, torch.linalg.cross(origin, direction), origin], -1)
+
+
 def pool_text(tokens: torch.Tensor) -> torch.Tensor:
     """(B, L, text_dim) text tokens, zero after each text's last token -> (B, text_dim) their mean
     over the text's own tokens (zeros for a text with none)."""
@@ -567,4 +631,5 @@ def patch_tokens_per_view(config: MJDConfig, latent_frames: int, latent_height: 
 
 
 __all__ = ["MJDConfig", "MJDOutput", "MJDTransformer", "MJDBlock", "PRESETS", "preset",
-           "patch_tokens_per_view", "pool_text", "wan_reference_model"]
+           "patch_tokens_per_view", "pool_text", "wan_reference_model", "CAMERA_FEATURES", "RAY_FEATURES",
+           "camera_features", "camera_rays"]

@@ -40,6 +40,7 @@ from ..diffusion import flow
 from ..diffusion.closed_loop import decode_coarse_tracks, encode_track_guidance, read_depth_ranges, refine_tracks
 from ..diffusion.sampling import impose_reference
 from ..diffusion.track_flow import coarse_track_frame, dpa_loss, sample_track_noise
+from ..models.mjd import camera_features
 from ..models.syncmv4d import SyncMV4DModel
 from .config import StageConfig
 
@@ -114,8 +115,10 @@ def _noisy_inputs(model: SyncMV4DModel, batch: dict, generator: torch.Generator)
     t = flow.sample_timesteps(b, cfg["timestep_shift"], generator).to(device)  # (B,)
     eps_video = torch.randn(z_video.shape, generator=generator).to(device)
     eps_motion = torch.randn(z_motion.shape, generator=generator).to(device)
+    height, width = videos.shape[-3:-1]
+    camera = camera_features(batch["intrinsics"], batch["world_T_cam"], width, height).to(device)  # (B, V, 16)
     return {
-        "t": t, "text": text, "ref_mask": ref_mask, "z_ref": z_ref,
+        "t": t, "text": text, "ref_mask": ref_mask, "z_ref": z_ref, "camera": camera,
         "video_t": impose_reference(flow.add_noise(z_video, eps_video, t), z_ref, ref_mask),
         "motion_t": flow.add_noise(z_motion, eps_motion, t),
         "video_target": flow.velocity_target(z_video, eps_video),
@@ -150,7 +153,8 @@ def _mjd_single_view_loss(model: SyncMV4DModel, inputs: dict) -> dict[str, Tenso
     single = lambda x: x.flatten(0, 1)[:, None]  # noqa: E731  (B, V, ...) -> (B*V, 1, ...)
     out = flow.mjd_velocity(model.mjd, single(inputs["video_t"]), single(inputs["motion_t"]) if motion else None,
                             flow.model_timestep(inputs["t"].repeat_interleave(v)),
-                            inputs["text"].repeat_interleave(v, 0), single(inputs["ref_mask"]))
+                            inputs["text"].repeat_interleave(v, 0), single(inputs["ref_mask"]),
+                            camera=single(inputs["camera"]))
     return flow.mjd_loss(out.video_velocity, single(inputs["video_target"]), out.motion_velocity,
                          single(inputs["motion_target"]) if motion else None,
                          out.depth_range.reshape(b, v, 2) if motion else None,
@@ -160,7 +164,7 @@ def _mjd_single_view_loss(model: SyncMV4DModel, inputs: dict) -> dict[str, Tenso
 def _video_only_loss(model: SyncMV4DModel, inputs: dict) -> dict[str, Tensor]:
     """Multi-view MJD on the video alone (``motion=False``)."""
     out = flow.mjd_velocity(model.mjd, inputs["video_t"], None, flow.model_timestep(inputs["t"]), inputs["text"],
-                            inputs["ref_mask"])
+                            inputs["ref_mask"], camera=inputs["camera"])
     return flow.mjd_loss(out.video_velocity, inputs["video_target"], None, None, None, None, inputs["ref_mask"])
 
 
@@ -190,7 +194,7 @@ def _joint_loss(model: SyncMV4DModel, batch: dict, inputs: dict, generator: torc
             guidance[ok] = encode_track_guidance(model, refined, s_gt[ok], [c for c, k in zip(cams, ok.tolist()) if k])
     # Line 9: MJD with the refined motion guidance added to its motion input
     out = flow.mjd_velocity(model.mjd, inputs["video_t"], inputs["motion_t"], flow.model_timestep(t), inputs["text"],
-                            inputs["ref_mask"], guidance)
+                            inputs["ref_mask"], guidance, inputs["camera"])
     terms = flow.mjd_loss(out.video_velocity, inputs["video_target"], out.motion_velocity, inputs["motion_target"],
                           out.depth_range, s_gt, inputs["ref_mask"])
     # Line 10-11: one-step motion estimate decoded with the predicted scale, refined by DPA with grad
