@@ -1,13 +1,16 @@
 """MJD transformer, latent codecs, text encoders and MJD sampling."""
 
+import numpy as np
 import pytest
 import torch
+
+from syncmv4d_core.cameras import Camera
 
 from syncmv4d_core.diffusion.flow import (add_noise, mjd_loss, mjd_velocity, preconditioned_velocity, sample_timesteps,
                                           velocity_target)
 from syncmv4d_core.diffusion.sampling import impose_reference, make_scheduler, mjd_denoise_step
 from syncmv4d_core.models.codec import PatchifyCodec, WanVAECodec, codec_to_frames, frames_to_codec
-from syncmv4d_core.models.mjd import MJDTransformer, preset, wan_reference_model
+from syncmv4d_core.models.mjd import MJDTransformer, camera_features, camera_rays, preset, wan_reference_model
 from syncmv4d_core.models.text import TinyTextEncoder, load_umt5
 
 torch.set_flush_denormal(True)
@@ -378,8 +381,6 @@ def test_pooled_text_modulation_starts_silent_and_then_steers_every_token():
 
 
 def _camera(width=64, height=48):
-    from syncmv4d_core.cameras import Camera
-
     return Camera.look_at("cam", [0.6, -0.5, 0.5], [0.0, 0.0, 0.05], fov_y_deg=60.0, width=width, height=height)
 
 
@@ -387,10 +388,6 @@ def test_camera_rays_pass_through_the_token_centres_in_the_world_frame():
     """camera_rays: the ray of token (i, j) of a rows x cols grid leaves the camera centre and passes
     through the 3D point Camera.unproject gives for that token's centre pixel; the features do not
     depend on the image resolution."""
-    import numpy as np
-
-    from syncmv4d_core.models.mjd import camera_features, camera_rays
-
     cam = _camera()
     feats = camera_features(torch.tensor(cam.K)[None], torch.tensor(cam.world_T_cam)[None], cam.width, cam.height)
     half = cam.resize(32, 24)
@@ -411,8 +408,6 @@ def test_camera_rays_pass_through_the_token_centres_in_the_world_frame():
 def test_camera_conditioning_starts_silent_then_follows_the_camera():
     """camera_rays: zero-initialised embeddings leave a trained model's outputs unchanged; once trained,
     another camera changes the video, motion and depth range; without the camera it is an error."""
-    from syncmv4d_core.models.mjd import camera_features
-
     torch.manual_seed(0)
     plain = MJDTransformer(preset("tiny")).eval()
     conditioned = MJDTransformer(preset("tiny", camera_rays=True)).eval()
@@ -441,3 +436,35 @@ def test_camera_conditioning_starts_silent_then_follows_the_camera():
         conditioned(video, motion, t, text)
     with pytest.raises(ValueError, match=r"camera must be .*got \(1, 2, 16\)"):
         conditioned(video, motion, t, text, camera=camera[:, :2])
+
+
+def test_motion_reference_starts_silent_and_reads_only_views_with_a_reference():
+    """motion_reference: the zero-initialised shortcut leaves a trained model's outputs unchanged; once
+    trained, the reference frame reaches the motion of the views that have one and nothing else; it
+    needs the motion modality."""
+    torch.manual_seed(0)
+    plain = MJDTransformer(preset("tiny")).eval()
+    shortcut = MJDTransformer(preset("tiny", motion_reference=True)).eval()
+    missing, unexpected = shortcut.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["motion_reference_embedding.bias", "motion_reference_embedding.weight"]
+    assert not unexpected
+    video, motion, text = _inputs()
+    t = torch.tensor([500.0])
+    with_ref = torch.tensor([[True, False, True]])
+    no_ref = torch.zeros(B, V, dtype=torch.bool)
+    with torch.no_grad():
+        for mask in (with_ref, no_ref):
+            before, silent = plain(video, motion, t, text, mask), shortcut(video, motion, t, text, mask)
+            for field in ("video_velocity", "motion_velocity", "depth_range"):
+                torch.testing.assert_close(getattr(silent, field), getattr(before, field))
+        torch.nn.init.normal_(shortcut.motion_reference_embedding.weight, std=0.5)
+        torch.nn.init.normal_(shortcut.motion_reference_embedding.bias, std=0.5)
+        torch.testing.assert_close(shortcut(video, motion, t, text, no_ref).motion_velocity,
+                                   plain(video, motion, t, text, no_ref).motion_velocity)
+        changed = shortcut(video, motion, t, text, with_ref).motion_velocity
+        reference = plain(video, motion, t, text, with_ref).motion_velocity
+    # a fresh model's inter-view gates are zero, so each view sees its own reference only
+    change = (changed - reference).abs().amax(dim=(2, 3, 4, 5))[0]  # (V,)
+    assert change[0] > 1e-2 and change[2] > 1e-2 and change[1] == 0
+    with pytest.raises(ValueError, match=r"motion_reference needs the motion modality \(motion=True\)"):
+        preset("tiny", motion=False, motion_reference=True)

@@ -160,16 +160,18 @@ def test_extended_from_pretrained_adds_modules_and_keeps_the_trained_ones(model,
         SyncMV4DModel.extended_from_pretrained(tmp_path / "ckpt", num_tracks={"x": 1})
 
 
-def test_camera_conditioned_model_trains_its_camera_layers_and_generates(model, scene, tmp_path):
-    """camera_rays added to trained weights: the MJD losses reach the ray / camera embeddings, and the
-    pipeline hands the cameras to MJD (a silent start generates what the model without them does)."""
+@pytest.mark.parametrize("change, layers", [("camera_rays", ("ray_embedding", "camera_embedding")),
+                                           ("motion_reference", ("motion_reference_embedding",))])
+def test_mjd_extension_trains_its_new_layers_and_generates(model, scene, tmp_path, change, layers):
+    """camera_rays / motion_reference added to trained weights: the MJD losses reach the new layers,
+    and the pipeline feeds them (a silent start generates what the model without them does)."""
     model.save_pretrained(tmp_path / "ckpt")
-    conditioned = SyncMV4DModel.extended_from_pretrained(tmp_path / "ckpt", mjd={"camera_rays": True})
+    conditioned = SyncMV4DModel.extended_from_pretrained(tmp_path / "ckpt", mjd={change: True})
     for stage in ("warmup_mjd", "joint"):
         conditioned.zero_grad(set_to_none=True)
         compute_loss(conditioned, _batch(scene), stage, torch.Generator().manual_seed(0))["loss"].backward()
-        for layer in (conditioned.mjd.ray_embedding, conditioned.mjd.camera_embedding):
-            assert layer.weight.grad.abs().sum() > 0, stage
+        for name in layers:
+            assert getattr(conditioned.mjd, name).weight.grad.abs().sum() > 0, (stage, name)
     conditioned.zero_grad(set_to_none=True)
     cams = [scene.cameras[i] for i in VIEWS]
     images = [scene.videos[i, 0] for i in VIEWS]

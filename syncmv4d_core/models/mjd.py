@@ -101,6 +101,12 @@ class MJDConfig(ConfigMixin):
     # (``CAMERA_FEATURES`` numbers), both through zero-initialised linear layers, so the depth and the
     # depth range can follow the known camera instead of being guessed from the pixels.
     camera_rays: bool = False
+    # Reference-to-motion shortcut: the reference frame's latent at each token position, through a
+    # zero-initialised patch embedding, is added to the motion tokens at that position in every latent
+    # frame, so which pixels hold an object (and get a track) is read where it is, instead of being
+    # found through attention across all positions (frame 0 of a motion video is the reference
+    # image's objects coloured by their own pixel coordinates and depth).
+    motion_reference: bool = False
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
@@ -110,6 +116,8 @@ class MJDConfig(ConfigMixin):
                              "each other")
         if self.video_from_reference and self.prediction_type != "sample":
             raise ValueError("video_from_reference needs prediction_type='sample'")
+        if self.motion_reference and not self.motion:
+            raise ValueError("motion_reference needs the motion modality (motion=True)")
 
     @property
     def inner_dim(self) -> int:
@@ -357,6 +365,9 @@ class MJDTransformer(nn.Module):
             n_special = cfg.num_scale_tokens + cfg.num_register_tokens
             self.special_tokens = nn.Parameter(torch.randn(n_special, dim) * 0.02)
             self.depth_head = nn.Linear(dim, 1)
+        if cfg.motion_reference:
+            self.motion_reference_embedding = nn.Conv3d(cfg.in_channels, dim, kernel_size=(1, *cfg.patch_size[1:]),
+                                                        stride=(1, *cfg.patch_size[1:]))
         if cfg.pooled_text:
             self.pooled_text_embedder = nn.Sequential(nn.Linear(cfg.text_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         if cfg.camera_rays:
@@ -381,7 +392,7 @@ class MJDTransformer(nn.Module):
 
         Inter-view attention copies ``attn1`` and has a zero gate; motion modules copy their video
         counterparts (both modalities are Wan-VAE latents); gates, the view embedding, the pooled-text
-        embedder's output layer and the ray / camera embeddings are zero.
+        embedder's output layer, the ray / camera embeddings and the motion reference embedding are zero.
         """
         cfg = self.config
         for block in self.blocks:
@@ -405,6 +416,9 @@ class MJDTransformer(nn.Module):
             for layer in (self.ray_embedding, self.camera_embedding):
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
+        if cfg.motion_reference:
+            nn.init.zeros_(self.motion_reference_embedding.weight)
+            nn.init.zeros_(self.motion_reference_embedding.bias)
 
     @classmethod
     def from_wan(cls, local_dir: str | Path, config: MJDConfig | None = None, **changes) -> "MJDTransformer":
@@ -543,6 +557,9 @@ class MJDTransformer(nn.Module):
             motion = self.motion_patch_embedding(motion_in.flatten(0, 1)).flatten(2).transpose(1, 2)
             special = self.special_tokens.to(video.dtype).expand(n, 1, -1, -1)  # (N, 1, t_s + t_r, d)
             motion = motion.reshape(n, t_tok, hw, -1)
+            if cfg.motion_reference:  # (N, C, 1, h, w) reference latent -> (N, h'*w', d), 0 without a reference
+                reference = self.motion_reference_embedding(video_latents[:, :, :, :1].flatten(0, 1))
+                motion = motion + (reference.flatten(2).transpose(1, 2) * has_ref[:, None, None])[:, None]
             if cfg.camera_rays:
                 motion = motion + rays[:, None]
                 special = special + self.camera_embedding(cam).to(video.dtype)[:, None, None]
