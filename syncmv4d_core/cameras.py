@@ -42,6 +42,12 @@ def one_view_per_cluster(cameras: list["Camera"], rng: np.random.Generator | Non
     return picks
 
 
+def stack_cameras(cameras: list["Camera"]) -> tuple[np.ndarray, np.ndarray]:
+    """Intrinsics (V, 3, 3) pixels and camera-to-world poses (V, 4, 4) metres of V cameras, float32."""
+    return (np.stack([c.K for c in cameras]).astype(np.float32),
+            np.stack([c.world_T_cam for c in cameras]).astype(np.float32))
+
+
 def _rigid_error(rotation: np.ndarray) -> float:
     """Largest deviation of ``R^T R`` from identity, plus ``|det R - 1|``."""
     return float(np.abs(rotation.T @ rotation - np.eye(3)).max() + abs(np.linalg.det(rotation) - 1.0))

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .cameras import Camera
+from .cameras import Camera, stack_cameras
 from .diffusion.closed_loop import (decode_coarse_tracks, encode_track_guidance, initial_track_state,
                                     read_depth_ranges, refine_tracks)
 from .diffusion.flow import euler_step
@@ -236,9 +236,8 @@ class SyncMV4DPipeline:
                 ref_mask[0, v] = True
         ref_latents = model.encode_videos(torch.from_numpy(refs).to(device))  # (1, V, C, 1, h, w)
         ref_mask = ref_mask.to(device)
-        camera = camera_features(torch.from_numpy(np.stack([c.K for c in cameras])),
-                                 torch.from_numpy(np.stack([c.world_T_cam for c in cameras])), width, height)
-        camera = camera[None].to(device)  # (1, V, 16)
+        intrinsics, world_T_cam = (torch.from_numpy(a)[None] for a in stack_cameras(cameras))
+        camera = camera_features(intrinsics, world_T_cam, width, height).to(device)  # (1, V, 16)
 
         # 2. Schedulers (shared timesteps) and initial noise
         video_sched = make_scheduler(scheduler, flow_shift)

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from .. import limits
 from ..scene import Scene
 from ..pseudo_video import anchors_for_views, depth_range_from_tracks, encode_views
-from ..cameras import one_view_per_cluster
+from ..cameras import one_view_per_cluster, stack_cameras
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +210,7 @@ class SceneDataset(Dataset):
             raise ValueError(f"{where}: {exc}") from exc
         anchors_uv, visible = anchors_for_views(tracks, cameras)            # (V, K, 2), (V, K)
         pseudo = encode_views(tracks, cameras, depth_ranges, anchors_uv)   # (V, F, H, W, 3)
+        intrinsics, world_T_cam = stack_cameras(cameras)
         return {
             "videos": torch.from_numpy(videos).float().div_(255.0),
             "pseudo_videos": torch.from_numpy(pseudo),
@@ -217,8 +218,8 @@ class SceneDataset(Dataset):
             "tracks_world": torch.from_numpy(np.ascontiguousarray(tracks, dtype=np.float32)),
             "anchors_uv": torch.from_numpy(anchors_uv),
             "anchor_visible": torch.from_numpy(visible),
-            "intrinsics": torch.from_numpy(np.stack([c.K for c in cameras]).astype(np.float32)),
-            "world_T_cam": torch.from_numpy(np.stack([c.world_T_cam for c in cameras]).astype(np.float32)),
+            "intrinsics": torch.from_numpy(intrinsics),
+            "world_T_cam": torch.from_numpy(world_T_cam),
             "labels": torch.from_numpy(scene.labels.astype(np.int64)),
             "text": scene.text,
             "cameras": cameras,
