@@ -30,6 +30,7 @@ from syncmv4d_core.training.checkpoint import (
     rng_file, save_weights,
 )
 from syncmv4d_core.training.config import StageConfig, TrainConfig, apply_override, load_config
+from syncmv4d_core.training.ema import WeightEMA, ema_decay_at
 from syncmv4d_core.training.train import get_lr, read_log, stage_batches, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -363,6 +364,70 @@ def test_resume_repeats_an_uninterrupted_run(objective, data, tmp_path, monkeypa
     assert_same_curves(read_log(tmp_path / "cut" / "val_log.csv"), read_log(tmp_path / "full" / "val_log.csv"))
     full_w, cut_w = load_weights(tmp_path / "full" / "checkpoints"), load_weights(tmp_path / "cut" / "checkpoints")
     assert all(torch.equal(full_w[k], cut_w[k]) for k in full_w)
+
+
+def test_weight_average_follows_its_formula():
+    """shadow <- d_n shadow + (1 - d_n) weights with d_n = min(decay, (1 + n) / (10 + n)); applied()
+    lends the average to the model and gives the weights back."""
+    model = RegressionModel({"hidden": 4})
+    ema = WeightEMA(model, decay=0.9)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    expected = dict(start)
+    for n in range(3):
+        with torch.no_grad():
+            for param in model.parameters():
+                param.add_(1.0)
+        ema.update(model, n)
+        d = ema_decay_at(0.9, n)
+        assert d == min(0.9, (1 + n) / (10 + n))
+        expected = {k: d * expected[k] + (1 - d) * v for k, v in model.state_dict().items()}
+    averaged = ema.state_dict(model)
+    for key, value in expected.items():
+        torch.testing.assert_close(averaged[key], value)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    with ema.applied(model):
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(value, expected[key])
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, weights[key])
+    with pytest.raises(ValueError, match="ema_decay must be in \\(0, 1\\), got 1.0"):
+        WeightEMA(model, decay=1.0)
+    with pytest.raises(ValueError, match="the saved average lacks 1 of the model's weights .*dpa.bias"):
+        WeightEMA(model, 0.9, {k: v for k, v in averaged.items() if k != "dpa.bias"})
+
+
+def test_weight_average_is_saved_validated_and_resumed_exactly(objective, data, tmp_path, monkeypatch, one_thread):
+    """ema_decay: every checkpoint holds the average as a model directory ema/, the validation log
+    scores it beside the weights, and an interrupted run resumes to the same average."""
+    final = train(make_config(data, tmp_path / "full", ema_decay=0.8))
+    averaged, weights = load_weights(final / "ema"), load_weights(final)
+    assert set(averaged) == set(weights) and not torch.allclose(averaged["mjd.0.weight"], weights["mjd.0.weight"])
+    assert json.loads((final / "ema" / "config.json").read_text())["model"] == {"hidden": 16}
+    val = read_log(tmp_path / "full" / "val_log.csv")
+    assert all("ema_loss" in r and r["ema_loss"] != r["loss"] for r in val)
+
+    calls = {"n": 0}
+
+    def failing(model, batch, stage, generator):
+        calls["n"] += model.training
+        if calls["n"] > 2 * 7 + 1:  # dies inside step 8, after the checkpoint at step 6
+            raise KeyboardInterrupt("simulated kill")
+        return _compute_loss(model, batch, stage, generator)
+
+    monkeypatch.setattr(objective, "compute_loss", failing)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_config(data, tmp_path / "cut", ema_decay=0.8))
+    monkeypatch.setattr(objective, "compute_loss", _compute_loss)
+    resumed = load_weights(train(make_config(data, tmp_path / "cut", ema_decay=0.8), resume=True) / "ema")
+    assert all(torch.equal(resumed[k], averaged[k]) for k in averaged)
+    assert_same_curves(read_log(tmp_path / "cut" / "val_log.csv"), val)
+
+    train(make_config(data, tmp_path / "plain", stages=[StageConfig("joint", steps=2)]))
+    with pytest.raises(ValueError, match=r"step_0000002 has no ema/model.safetensors \(saved without ema_decay\)"):
+        train(make_config(data, tmp_path / "plain", ema_decay=0.8, stages=[StageConfig("joint", steps=4)]),
+              resume=True)
+    with pytest.raises(ValueError, match=r"ema_decay must be in \(0, 1\) \(or null: off\), got 1.5"):
+        train(make_config(data, tmp_path / "bad", ema_decay=1.5))
 
 
 @pytest.mark.parametrize("broken", ["state.pt", "model.safetensors"])

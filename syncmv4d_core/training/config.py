@@ -139,6 +139,9 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global grad norm after unscaling; 0 disables
     mixed_precision: str = "no"  # "no" or "bf16" (paper: bf16)
     gradient_checkpointing: bool = False  # recompute activations in backward (paper: on)
+    # Moving average of the weights (training/ema.py), saved beside each checkpoint in ``<step>/ema/``;
+    # about 1 / (1 - ema_decay) steps are averaged. None: off. Not under DeepSpeed.
+    ema_decay: float | None = None
     # ---- logging and checkpoints
     log_every: int = 1  # optimizer steps between log.csv / TensorBoard rows
     ckpt_every: int = 100  # optimizer steps between checkpoints (also written at each stage end)
@@ -164,6 +167,8 @@ class TrainConfig:
         if self.grad_clip < 0 or self.eval_every < 0 or self.num_workers < 0 or self.cache_size < 0:
             raise ValueError(f"grad_clip, eval_every, num_workers and cache_size must be >= 0, got "
                              f"{self.grad_clip}, {self.eval_every}, {self.num_workers}, {self.cache_size}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) (or null: off), got {self.ema_decay}")
         if not self.stages:
             raise ValueError("the config has no stages")
         names = [s.name for s in self.stages]

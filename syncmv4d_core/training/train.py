@@ -11,7 +11,8 @@ order is a pure function of (seed, stage, step), each sample's views and crop of
 index), and every random draw of the objective comes from a generator whose state is saved with
 the checkpoint together with the torch / numpy / python RNG states.
 
-Outputs in ``out_dir``: ``checkpoints/`` (training/checkpoint.py), ``log.csv`` (step, stage,
+Outputs in ``out_dir``: ``checkpoints/`` (training/checkpoint.py; with ``ema_decay`` each holds the
+moving average of the weights in ``ema/``, training/ema.py), ``log.csv`` (step, stage,
 stage_step, every loss term, lr, seconds), ``val_log.csv``, ``loss.png`` and ``tensorboard/``.
 """
 
@@ -42,6 +43,7 @@ from .checkpoint import (
     load_resume_point, partial_dir, rng_file, rng_state, save_state, save_weights, set_rng_state,
 )
 from .config import StageConfig, TrainConfig
+from .ema import EMA_DIR, WeightEMA, ema_dir
 
 logger = logging.getLogger(__name__)
 
@@ -309,10 +311,11 @@ def _load_deepspeed_partitions(engine, ckpt: Path) -> None:
 
 
 def save_checkpoint(accelerator: Accelerator, objective: torch.nn.Module, optimizer, config: TrainConfig,
-                    counters: dict, generator: torch.Generator) -> Path:
+                    counters: dict, generator: torch.Generator, ema: WeightEMA | None = None) -> Path:
     """Write checkpoint ``step_<global_step>`` (every process writes its RNG states) and plot the losses.
 
-    ``objective``: the prepared ``SyncMV4DObjective``; its model's weights are saved.
+    ``objective``: the prepared ``SyncMV4DObjective``; its model's weights are saved, and ``ema``'s
+    average as the model directory ``ema/``.
     """
     out_dir = Path(config.out_dir)
     root = out_dir / "checkpoints"
@@ -332,8 +335,12 @@ def save_checkpoint(accelerator: Accelerator, objective: torch.nn.Module, optimi
         save_weights(partial / MODEL_FILE, model.trained_state_dict(weights, prefix="model."))
         save_state(partial / STATE_FILE, {**counters, "optimizer": None if under_deepspeed else optimizer.state_dict(),
                                           "config": config.to_dict(), "model_config": model.config})
-        atomic_write_json(partial / CONFIG_FILE, {"train": config.to_dict(), "model": model.config,
-                                                  "referenced": model.referenced_modules()})
+        model_dir_config = {"train": config.to_dict(), "model": model.config, "referenced": model.referenced_modules()}
+        atomic_write_json(partial / CONFIG_FILE, model_dir_config)
+        if ema is not None:
+            ema_dir(partial).mkdir()
+            save_weights(ema_dir(partial) / MODEL_FILE, ema.state_dict(model))
+            atomic_write_json(ema_dir(partial) / CONFIG_FILE, model_dir_config)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         commit_checkpoint(partial, config.keep_checkpoints)
@@ -394,6 +401,19 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                                 f"init_weights {config.init_weights}")
         model.load_trained_state_dict(initial, f"init_weights {config.init_weights}")
         logger.info("starting from the weights in %s", config.init_weights)
+
+    # 2b. Moving average of the weights: continued from the checkpoint, else from the starting weights.
+    ema = None
+    if config.ema_decay is not None:
+        if accelerator.distributed_type == DistributedType.DEEPSPEED:
+            raise ValueError("ema_decay is not supported under DeepSpeed: ZeRO-3 partitions the weights it averages")
+        saved_average = None
+        if ckpt is not None:
+            if not (ema_dir(ckpt) / MODEL_FILE).is_file():
+                raise ValueError(f"checkpoint {ckpt} has no {EMA_DIR}/{MODEL_FILE} (saved without ema_decay): resume "
+                                 f"it without ema_decay, or start a new run from it with init_weights")
+            saved_average = load_weights(ema_dir(ckpt) / MODEL_FILE)
+        ema = WeightEMA(model, config.ema_decay, saved_average)
 
     # 3. Per-process randomness (dropout: global torch RNG; the objective's draws: generator).
     seed = process_seed(config.seed, rank)
@@ -479,6 +499,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                         optimizer.zero_grad(set_to_none=True)
                     for key, value in losses.items():
                         totals[key] = totals.get(key, 0.0) + value.detach().float() / config.grad_accum
+                if ema is not None:
+                    ema.update(model, global_step)
                 global_step += 1
                 done = step + 1 == stage.steps
                 progress.update(1)
@@ -497,6 +519,10 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                 # 6c. Validation.
                 if val_set is not None and (done or config.eval_every and global_step % config.eval_every == 0):
                     values = estimate_loss(model, val_set, stage, stage.size_at(step), config, accelerator)
+                    if ema is not None:  # the same samples and noise on the averaged weights
+                        with ema.applied(model):
+                            averaged = estimate_loss(model, val_set, stage, stage.size_at(step), config, accelerator)
+                        values.update({f"ema_{key}": value for key, value in averaged.items()})
                     if is_main:
                         val_log.append({"step": global_step, "stage": stage.name, "stage_step": step + 1, **values})
                         for key, value in values.items():
@@ -505,7 +531,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                 # 6d. Checkpoint (always at the stage's end, so the next stage starts from it).
                 if done or global_step % config.ckpt_every == 0:
                     counters = {"stage_index": stage_index, "stage_step": step + 1, "global_step": global_step}
-                    last_saved = save_checkpoint(accelerator, prepared, optimizer, config, counters, generator)
+                    last_saved = save_checkpoint(accelerator, prepared, optimizer, config, counters, generator, ema)
         # The next stage prepares its own optimizer; a DeepSpeed engine left behind keeps its ZeRO-3 hooks
         # on the shared modules, beside the next engine's (they fetch the same partitioned parameters).
         prepared, optimizer = accelerator.free_memory(prepared, optimizer)
