@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 LOG_FILE, VAL_LOG_FILE, PLOT_FILE = "log.csv", "val_log.csv", "loss.png"
 SMOOTH_LOGS = 10  # loss.png: training lines averaged over this many logged steps
+# Validation columns of the moving average of the weights (``ema_<term>``).
+EMA_PREFIX = "ema_"
 # Columns of log.csv that are not loss terms.
 META_COLUMNS = ("step", "stage", "stage_step", "lr", "seconds")
 
@@ -172,7 +174,8 @@ def read_log(path: str | Path) -> list[dict]:
 
 
 def plot_losses(out_dir: str | Path) -> Path:
-    """``loss.png``: one panel per stage, one line per loss term (training solid, validation dashed).
+    """``loss.png``: one panel per stage, one line per loss term (training solid, validation dashed,
+    validation of the moving average of the weights dotted).
 
     Training lines are running means over ``SMOOTH_LOGS`` logged steps (single batches are noisy).
     """
@@ -187,21 +190,27 @@ def plot_losses(out_dir: str | Path) -> Path:
     fig, axes = plt.subplots(1, len(stages), figsize=(6.5 * len(stages), 3.5), squeeze=False)
     for ax, stage in zip(axes[0], stages):
         stage_rows = [[r for r in rows if r["stage"] == stage] for rows in (train_rows, val_rows)]
-        terms = list(dict.fromkeys(k for rows in stage_rows for r in rows for k in r if k not in META_COLUMNS))
+        terms = list(dict.fromkeys(k for rows in stage_rows for r in rows for k in r
+                                   if k not in META_COLUMNS and not k.startswith(EMA_PREFIX)))
         for rows, style, prefix in zip(stage_rows, ("-", "--"), ("", "val ")):
             for i, term in enumerate(terms):
-                points = np.array([(r["step"], r[term]) for r in rows if term in r], dtype=float).reshape(-1, 2)
-                if style == "-" and len(points) > SMOOTH_LOGS:
-                    kernel = np.full(SMOOTH_LOGS, 1.0 / SMOOTH_LOGS)
-                    points = np.stack([points[SMOOTH_LOGS - 1:, 0], np.convolve(points[:, 1], kernel, "valid")], 1)
-                if len(points):
-                    ax.plot(points[:, 0], points[:, 1], style, color=f"C{i % 10}",
-                            marker="o" if style == "--" else None, markersize=3, label=f"{prefix}{term}")
+                # validation of the moving average (ema_<term>): dotted, in its term's colour
+                for name, line in ((term, style), (EMA_PREFIX + term, ":")):
+                    points = np.array([(r["step"], r[name]) for r in rows if name in r], dtype=float).reshape(-1, 2)
+                    if style == "-" and len(points) > SMOOTH_LOGS:
+                        kernel = np.full(SMOOTH_LOGS, 1.0 / SMOOTH_LOGS)
+                        points = np.stack([points[SMOOTH_LOGS - 1:, 0], np.convolve(points[:, 1], kernel, "valid")], 1)
+                    if len(points):
+                        ax.plot(points[:, 0], points[:, 1], line, color=f"C{i % 10}",
+                                marker="o" if style == "--" else "x" if line == ":" else None, markersize=3,
+                                label=f"{prefix}{name}")
         ax.set_title(stage)
         ax.set_xlabel("step")
         ax.set_yscale("log" if all(r.get("loss", 1) > 0 for r in train_rows) else "linear")
         if ax.lines:
             ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    most_lines = max(len(ax.lines) for ax in axes[0])
+    fig.set_size_inches(6.5 * len(stages), max(3.5, 0.14 * most_lines + 0.5))  # room for every legend entry
     fig.tight_layout()
     path = atomic_write(out_dir / PLOT_FILE, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
@@ -522,7 +531,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                     if ema is not None:  # the same samples and noise on the averaged weights
                         with ema.applied(model):
                             averaged = estimate_loss(model, val_set, stage, stage.size_at(step), config, accelerator)
-                        values.update({f"ema_{key}": value for key, value in averaged.items()})
+                        values.update({f"{EMA_PREFIX}{key}": value for key, value in averaged.items()})
                     if is_main:
                         val_log.append({"step": global_step, "stage": stage.name, "stage_step": step + 1, **values})
                         for key, value in values.items():
