@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from syncmv4d_core.cameras import Camera
-
 from syncmv4d_core.diffusion.flow import (add_noise, mjd_loss, mjd_velocity, preconditioned_velocity, sample_timesteps,
                                           velocity_target)
 from syncmv4d_core.diffusion.sampling import impose_reference, make_scheduler, mjd_denoise_step

@@ -371,8 +371,7 @@ def test_weight_average_follows_its_formula():
     lends the average to the model and gives the weights back."""
     model = RegressionModel({"hidden": 4})
     ema = WeightEMA(model, decay=0.9)
-    start = {k: v.clone() for k, v in model.state_dict().items()}
-    expected = dict(start)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
     for n in range(3):
         with torch.no_grad():
             for param in model.parameters():

@@ -202,7 +202,7 @@ def plot_losses(out_dir: str | Path) -> Path:
                         points = np.stack([points[SMOOTH_LOGS - 1:, 0], np.convolve(points[:, 1], kernel, "valid")], 1)
                     if len(points):
                         ax.plot(points[:, 0], points[:, 1], line, color=f"C{i % 10}",
-                                marker="o" if style == "--" else "x" if line == ":" else None, markersize=3,
+                                marker="o" if style == "--" else None, markersize=3,
                                 label=f"{prefix}{name}")
         ax.set_title(stage)
         ax.set_xlabel("step")
