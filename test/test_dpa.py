@@ -243,7 +243,7 @@ def test_overfitting_a_small_set_beats_the_coarse_tracks(_one_thread):
         return tuple(sum(r[i] for r in results) / len(results) for i in range(2))
 
     loss_before, _ = evaluate()
-    for step in range(60):
+    for step in range(120):
         t, noise, noisy = cases[step % len(cases)]
         loss = dpa_loss(model(noisy, coarse, model_timestep(t), mask), noisy, tracks, noise, t, scale).total
         optimizer.zero_grad()

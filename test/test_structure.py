@@ -69,5 +69,8 @@ def test_stage_losses_are_those_recorded_before_the_move(reference, stage):
     terms = compute_loss(model, _batch(scene), stage, torch.Generator().manual_seed(0))
     recorded = {k.removeprefix(f"loss_{stage}_"): v for k, v in reference.items() if k.startswith(f"loss_{stage}_")}
     assert set(terms) == set(recorded)
+    # Equal to float32 rounding, not bit for bit: the same torch build sums in another order on CPUs
+    # with other vector widths (seen: 1 ulp on 2 of 11 terms), while any change to a loss moves it
+    # by far more than 1e-5.
     for key, value in terms.items():
-        np.testing.assert_array_equal(value.detach().numpy(), recorded[key], err_msg=key)
+        np.testing.assert_allclose(value.detach().numpy(), recorded[key], rtol=1e-5, atol=1e-7, err_msg=key)
